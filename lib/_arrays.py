@@ -25,9 +25,14 @@ def device_of(*arrays: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def as_points(x: Any, *, name: str = "X", dataset: str | None = None,
-              device: torch.device | None = None, dtype: torch.dtype = torch.float64
-              ) -> torch.Tensor:
+def as_points(
+    x: Any,
+    *,
+    name: str = "X",
+    dataset: str | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
     """Validate a point cloud ``[n, d]`` and return it as a torch tensor.
 
     Raises InputError for: wrong rank, empty, non-numeric, NaN/inf.
@@ -39,41 +44,70 @@ def as_points(x: Any, *, name: str = "X", dataset: str | None = None,
         try:
             arr = np.asarray(x)
         except Exception as e:  # pragma: no cover - exotic inputs
-            raise InputError(f"cannot convert to an array ({e})", dataset=ds, field="features",
-                             fix="pass a numeric [n, d] numpy array or torch tensor") from None
+            raise InputError(
+                f"cannot convert to an array ({e})",
+                dataset=ds,
+                field="features",
+                fix="pass a numeric [n, d] numpy array or torch tensor",
+            ) from None
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise InputError(f"features are not numeric (dtype {arr.dtype})", dataset=ds,
-                             field="features", fix="embed or encode the features as numbers first")
+            raise InputError(
+                f"features are not numeric (dtype {arr.dtype})",
+                dataset=ds,
+                field="features",
+                fix="embed or encode the features as numbers first",
+            )
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.is_complex():
-        raise InputError("features are complex", dataset=ds, field="features",
-                         fix="pass real-valued features")
+        raise InputError(
+            "features are complex", dataset=ds, field="features", fix="pass real-valued features"
+        )
     if t.ndim == 1:
-        raise InputError(f"expected a 2-D [n, d] array, got shape {tuple(t.shape)}", dataset=ds,
-                         field="features", fix="reshape to [n, 1] for 1-D data")
+        raise InputError(
+            f"expected a 2-D [n, d] array, got shape {tuple(t.shape)}",
+            dataset=ds,
+            field="features",
+            fix="reshape to [n, 1] for 1-D data",
+        )
     if t.ndim != 2:
-        raise InputError(f"expected a 2-D [n, d] array, got shape {tuple(t.shape)}", dataset=ds,
-                         field="features", fix="flatten each sample to a vector")
+        raise InputError(
+            f"expected a 2-D [n, d] array, got shape {tuple(t.shape)}",
+            dataset=ds,
+            field="features",
+            fix="flatten each sample to a vector",
+        )
     if t.shape[0] == 0:
-        raise InputError("the dataset is empty (0 rows)", dataset=ds, field="features",
-                         fix="check the filter or the path that produced it")
+        raise InputError(
+            "the dataset is empty (0 rows)",
+            dataset=ds,
+            field="features",
+            fix="check the filter or the path that produced it",
+        )
     if t.shape[1] == 0:
-        raise InputError("features have dimension 0", dataset=ds, field="features",
-                         fix="select at least one feature column")
+        raise InputError(
+            "features have dimension 0",
+            dataset=ds,
+            field="features",
+            fix="select at least one feature column",
+        )
     if device is not None:
         t = t.to(device)
     t = t.to(dtype)
     finite = torch.isfinite(t).all(dim=1)
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten()
-        raise InputError(f"{bad.numel()} rows contain NaN or inf (first at row {int(bad[0])})",
-                         dataset=ds, field="features",
-                         fix="drop or impute those rows before computing distances")
+        raise InputError(
+            f"{bad.numel()} rows contain NaN or inf (first at row {int(bad[0])})",
+            dataset=ds,
+            field="features",
+            fix="drop or impute those rows before computing distances",
+        )
     return t.contiguous()
 
 
-def as_labels(y: Any, n: int, *, name: str = "y", dataset: str | None = None
-              ) -> tuple[np.ndarray, list[Any]]:
+def as_labels(
+    y: Any, n: int, *, name: str = "y", dataset: str | None = None
+) -> tuple[np.ndarray, list[Any]]:
     """Validate labels of any hashable type; return (codes [n] int64, classes).
 
     ``classes`` is sorted when the labels are mutually comparable (so codes do not depend on
@@ -84,16 +118,28 @@ def as_labels(y: Any, n: int, *, name: str = "y", dataset: str | None = None
         y = y.detach().cpu().numpy()
     arr = np.asarray(y, dtype=object) if not isinstance(y, np.ndarray) else y
     if arr.ndim != 1:
-        raise InputError(f"labels must be 1-D, got shape {arr.shape}", dataset=ds, field="labels",
-                         fix="pass one label per row")
+        raise InputError(
+            f"labels must be 1-D, got shape {arr.shape}",
+            dataset=ds,
+            field="labels",
+            fix="pass one label per row",
+        )
     if arr.shape[0] != n:
-        raise InputError(f"{arr.shape[0]} labels for {n} rows", dataset=ds, field="labels",
-                         fix="pass exactly one label per row")
+        raise InputError(
+            f"{arr.shape[0]} labels for {n} rows",
+            dataset=ds,
+            field="labels",
+            fix="pass exactly one label per row",
+        )
     values = arr.tolist()
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and v != v):
-            raise InputError(f"label missing (None/NaN) at row {i}", dataset=ds, field="labels",
-                             fix="drop unlabelled rows or fill them in")
+            raise InputError(
+                f"label missing (None/NaN) at row {i}",
+                dataset=ds,
+                field="labels",
+                fix="drop unlabelled rows or fill them in",
+            )
     try:
         classes = sorted(set(values))
     except TypeError:
@@ -107,14 +153,27 @@ def as_weights(w: Any, n: int, *, dataset: str, device: torch.device) -> torch.T
     """Uniform weights if ``w`` is None, else validated non-negative weights summing to 1."""
     if w is None:
         return torch.full((n,), 1.0 / n, dtype=torch.float64, device=device)
-    t = torch.as_tensor(np.asarray(w) if not isinstance(w, torch.Tensor) else w,
-                        dtype=torch.float64).to(device).flatten()
+    t = (
+        torch.as_tensor(
+            np.asarray(w) if not isinstance(w, torch.Tensor) else w, dtype=torch.float64
+        )
+        .to(device)
+        .flatten()
+    )
     if t.numel() != n:
-        raise InputError(f"{t.numel()} weights for {n} points", dataset=dataset, field="weights",
-                         fix="pass one weight per point")
+        raise InputError(
+            f"{t.numel()} weights for {n} points",
+            dataset=dataset,
+            field="weights",
+            fix="pass one weight per point",
+        )
     if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or float(t.sum()) <= 0:
-        raise InputError("weights must be finite, non-negative, with a positive sum",
-                         dataset=dataset, field="weights", fix="check the weights")
+        raise InputError(
+            "weights must be finite, non-negative, with a positive sum",
+            dataset=dataset,
+            field="weights",
+            fix="check the weights",
+        )
     return t / t.sum()
 
 
@@ -123,5 +182,7 @@ def check_pair(X: torch.Tensor, Y: torch.Tensor, name_x: str = "X", name_y: str 
     if X.shape[1] != Y.shape[1]:
         raise InputError(
             f"dimension mismatch: {name_x} has d={X.shape[1]}, {name_y} has d={Y.shape[1]}",
-            dataset=f"{name_x} vs {name_y}", field="features",
-            fix="embed both datasets with the same embedder")
+            dataset=f"{name_x} vs {name_y}",
+            field="features",
+            fix="embed both datasets with the same embedder",
+        )

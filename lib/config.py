@@ -36,3 +36,57 @@ LAMBDA_Y: float = 1.0
 OTDD_INNER_EXACT_MAX: int = 2000
 #: Gaussian inner cost: covariance shrinkage added to the diagonal, relative to the trace/d.
 GAUSSIAN_COV_RIDGE: float = 0.0
+
+
+# --- pipeline environment (owner: data-layer helper; appended block) --------------------
+import functools  # noqa: E402
+
+#: Rows per shard for formats without row groups (.npy/.npz/CSV); Parquet shards are row groups.
+SHARD_ROWS: int = 50_000
+#: Rows per embedder forward pass.
+EMBED_BATCH: int = 256
+#: Version of the report schema written in the Parquet file metadata.
+REPORT_SCHEMA_VERSION: int = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _settings_class() -> type:
+    """Build the Settings class lazily (once) so importing this module imports no pydantic-settings."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class Settings(BaseSettings):
+        """The pipeline's environment, read from ``OTAUDIT_*`` environment variables.
+
+        Only :func:`load_settings` builds it; nothing else reads the environment.
+        """
+
+        model_config = SettingsConfigDict(env_prefix="OTAUDIT_", extra="ignore")
+
+        #: Existing Dask scheduler (``tcp://host:8786``); None starts a LocalCluster.
+        dask_address: str | None = None
+        #: LocalCluster size when no address is given.
+        n_workers: int = 2
+        threads_per_worker: int = 1
+        #: Default output URI (used by ``otaudit demo``).
+        output: str = "./otaudit-demo"
+        #: Prefect API; None starts a temporary local server (exported to Dask workers).
+        prefect_api_url: str | None = None
+        #: Use the content-addressed embedding/statistics cache under ``<output>/_cache``.
+        cache: bool = True
+
+    return Settings
+
+
+def __getattr__(name: str):  # PEP 562: ``config.Settings`` without importing at module load
+    if name == "Settings":
+        return _settings_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_settings(**overrides):
+    """Read the pipeline settings from the environment (``OTAUDIT_*``) plus ``overrides``."""
+    return _settings_class()(**overrides)
+#: Version of the embedders' code; part of every embedder id, so bumping it re-embeds.
+EMBEDDER_VERSION: int = 1
+#: Version of the cached-array layout; part of every cache key.
+CACHE_VERSION: int = 1

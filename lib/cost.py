@@ -66,8 +66,9 @@ class GroundCost(Protocol):
     @property
     def features_y(self) -> torch.Tensor: ...
 
-    def block(self, I: torch.Tensor | slice | None, J: torch.Tensor | slice | None
-              ) -> torch.Tensor: ...
+    def block(
+        self, I: torch.Tensor | slice | None, J: torch.Tensor | slice | None
+    ) -> torch.Tensor: ...
 
 
 class SqEuclidean:
@@ -111,8 +112,9 @@ def row_chunks(n: int, rows: int) -> Iterator[slice]:
         yield slice(s, min(n, s + rows))
 
 
-def c_transform(cost: GroundCost, f: torch.Tensor, *, side: str = "x",
-                budget_bytes: int | None = None) -> torch.Tensor:
+def c_transform(
+    cost: GroundCost, f: torch.Tensor, *, side: str = "x", budget_bytes: int | None = None
+) -> torch.Tensor:
     """Exact c-transform, blockwise.
 
     ``side="x"``: given ``f`` on X returns ``g(y) = min_x c(x, y) - f(x)`` on Y.

@@ -27,8 +27,14 @@ class OTAuditError(Exception):
 class InputError(OTAuditError, ValueError):
     """Bad input: the message names the dataset, the field and the fix, on one line."""
 
-    def __init__(self, problem: str, *, dataset: str | None = None, field: str | None = None,
-                 fix: str | None = None):
+    def __init__(
+        self,
+        problem: str,
+        *,
+        dataset: str | None = None,
+        field: str | None = None,
+        fix: str | None = None,
+    ):
         self.problem = problem
         self.dataset = dataset
         self.field = field

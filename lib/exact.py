@@ -56,7 +56,8 @@ def emd(a, b, C, *, max_iter: int | None = None) -> ExactSolution:
         except UserWarning as w:  # POT warns when it hits numItermax or is infeasible
             raise SolverError(
                 f"exact OT ({n}x{m}) did not reach optimality: {w}; raise max_iter "
-                f"(was {max_iter}) or use solver='sinkhorn'/'minibatch'") from None
+                f"(was {max_iter}) or use solver='sinkhorn'/'minibatch'"
+            ) from None
     if log.get("warning"):
         raise SolverError(f"exact OT ({n}x{m}) failed: {log['warning']}")
     cost = float(np.sum(P * C))

@@ -42,11 +42,11 @@ def s3_bucket(s3_server, request):
     import boto3
 
     name = f"t-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+    client = boto3.client(
+        "s3", endpoint_url=s3_server, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     client.create_bucket(Bucket=name)  # no region_name against moto (ECOSYSTEM.md)
-    opts = {"key": "testing", "secret": "testing",
-            "client_kwargs": {"endpoint_url": s3_server}}
+    opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_server}}
     yield name, opts
 
 
