@@ -90,3 +90,43 @@ def load_settings(**overrides):
 EMBEDDER_VERSION: int = 1
 #: Version of the cached-array layout; part of every cache key.
 CACHE_VERSION: int = 1
+
+
+# --- orchestration (owner: orchestration helper; appended block) ------------------------
+#: Largest number of pairs computed by one Prefect task (tasks must be coarse: ~150 ms of
+#: Prefect overhead each through the DaskTaskRunner, ECOSYSTEM.md).
+PAIR_BLOCK_MAX: int = 16
+#: Pair blocks per Dask thread (a little over-decomposition balances uneven pairs).
+PAIR_BLOCKS_PER_THREAD: int = 2
+#: Task retries on transient storage errors (StorageError) and the delay between them.
+TASK_RETRIES: int = 2
+TASK_RETRY_DELAY_S: float = 1.0
+#: Summary: a pair is a near-duplicate when its distance is below this fraction of the
+#: median distance of the audit (per measure).
+NEAR_DUPLICATE_FRACTION: float = 0.25
+#: Nearest neighbours listed per dataset in the summary.
+SUMMARY_NEIGHBOURS: int = 1
+#: Default cron schedule of the nightly deployment (02:00 UTC).
+DEFAULT_CRON: str = "0 2 * * *"
+#: Seconds to wait for a temporary local Prefect server to answer.
+PREFECT_SERVER_START_TIMEOUT_S: int = 120
+#: ``otaudit demo``: random seed and additive noise (digits pixels are 0..16).
+DEMO_SEED: int = 0
+DEMO_NOISE_STD: float = 2.0
+
+# --- otdd.py (OTDD helper) -------------------------------------------------------------
+#: Inner OT between classes bigger than OTDD_INNER_EXACT_MAX: solver of ``solve_ot`` whose
+#: certified lower/upper bounds are carried into the label table (and then into OTDD²).
+OTDD_INNER_LARGE_SOLVER: str = "minibatch"
+#: Lloyd iterations of the deterministic k-means used by ``pseudo_labels=k`` (unlabeled data).
+OTDD_KMEANS_ITER: int = 50
+
+# --- bounds.py (certified OT core) ---------------------------------------------------
+#: Rounds of plan-restricted block coordinate descent after the block coupling (each round
+#: re-solves the glued plan inside k-means groups of X, then of Y; never raises the UB).
+BOUNDS_REFINE_ROUNDS: int = 4
+#: Rounds of block-LP correction + c-transforms for the mini-batch lower bound (3 passes
+#: over the n x m costs each; later rounds use k-means partitions, never lower the bound).
+BOUNDS_LOWER_ROUNDS: int = 1
+#: ``otaudit demo``: OTDD distance above which a vendor pair is flagged in the summary.
+DEMO_OTDD_THRESHOLD: float = 30.0

@@ -1,0 +1,857 @@
+"""Certified OT bounds: the dispatcher :func:`solve_ot`, mini-batch bounds and :func:`ot_bounds`.
+
+Mini-batch bounds (Alvarez-Melis, Fusi, Mackey et al., "Budget-Constrained Bounds for
+Mini-Batch Estimation of Optimal Transport", 2022; SPEC.md §1.2). X is cut into weighted
+blocks ``mu_1..mu_kx`` (masses ``alpha``), Y into ``nu_1..nu_ky`` (masses ``beta``), with
+``sum_i mu_i = a`` and ``sum_j nu_j = b`` (no point dropped or padded; a point may be split
+between blocks). ``W_ij`` is the exact OT cost between the normalised blocks (one
+"mini-batch solve", POT's network simplex).
+
+**Upper bound.** For any block coupling ``Gamma in U(alpha, beta)``, gluing the block plans,
+``pi = sum_ij Gamma_ij P_ij`` with ``P_ij in U(mu_i/alpha_i, nu_j/beta_j)``, is a feasible
+plan of ``U(a, b)``; hence ``UB = sum_ij Gamma_ij W_ij >= OT(a, b)``. The plan is then
+improved by *plan-restricted block coordinate descent*: the entries of the glued plan are
+regrouped (by k-means clusters of X or of Y) and, inside each group, the plan is replaced by
+the exact OT between the group's X-masses and Y-masses; the cost never increases and the
+marginals never change, so every iterate stays a certified upper bound.
+
+**Lower bound.** Weak duality: for ``f [n]``, ``g [m]`` and ANY disjoint partitions
+``X = U_i I_i``, ``Y = U_j J_j`` (masses ``alpha``, ``beta``) set
+``D_ij = min_{p in I_i, q in J_j} C_pq - f_p - g_q``. Then
+
+.. math::
+    OT(a, b) \\ge \\langle f, a\\rangle + \\langle g, b\\rangle + OT(\\alpha, \\beta; D).
+
+*Proof.* For an optimal plan ``pi``, ``<pi, C> = <f, a> + <g, b> + <pi, C - f - g>``; the
+block masses ``Gamma_ij = pi(I_i x J_j)`` form a coupling of ``(alpha, beta)`` and
+``<pi, C - f - g> >= sum_ij Gamma_ij D_ij >= OT(alpha, beta; D)``. No feasibility of (f, g)
+is needed. With the block LP's duals ``(u, v)`` (``u_i + v_j <= D_ij``), ``f + u_{i(p)}`` and
+``g + v_{j(q)}`` are dual feasible with the same objective; two c-transforms
+(``g <- f^c``, ``f <- g^c``, :func:`otaudit.cost.c_transform`, blockwise) can only raise it.
+The potentials come from the block solves' exact duals (stitched), so the lower bound is
+tight where the blocks follow the optimal plan.
+
+Both bounds are evaluated with float64 costs. Feasibility of the glued plan holds up to
+float64 round-off of the block masses (relative ~1e-15).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import config
+from ._arrays import as_points, as_weights, check_pair, device_of
+from .cost import GroundCost, SqEuclidean, c_transform, chunk_size, row_chunks
+from .errors import ConvergenceWarning, InputError
+from .exact import emd
+from .partition import Blocks, aligned_pieces, kmeans, random_blocks
+from .result import OTResult
+
+__all__ = [
+    "solve_ot",
+    "exact_ot",
+    "minibatch_bounds",
+    "sinkhorn_bounds",
+    "ot_bounds",
+    "PARTITIONS",
+    "COUPLINGS",
+    "SOLVERS",
+]
+
+SOLVERS = ("auto", "exact", "sinkhorn", "minibatch")
+PARTITIONS = ("aligned", "random")
+COUPLINGS = ("diagonal", "optimal", "independent", "union", "greedy", "colgen")
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------
+def _weights(w: Any, n: int, device: torch.device, name: str) -> torch.Tensor:
+    return as_weights(w, n, dataset=name, device=device)
+
+
+def exact_ot(
+    cost: GroundCost,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    *,
+    max_iter: int | None = None,
+) -> OTResult:
+    """Exact OT with POT's network simplex on the full ``[n, m]`` float64 cost matrix."""
+    t0 = time.perf_counter()
+    a = _weights(a, cost.n, cost.device, "a")
+    b = _weights(b, cost.m, cost.device, "b")
+    sol = emd(a, b, cost.block(None, None), max_iter=max_iter)
+    return OTResult(
+        value=sol.cost,
+        lower=sol.cost,
+        upper=sol.cost,
+        certified=True,
+        method="exact",
+        n_solves=1,
+        seconds=time.perf_counter() - t0,
+        params={"solver": "exact"},
+        converged=True,
+        extra={"bytes_moved": 8 * cost.n * cost.m},
+    )
+
+
+def _outer_ot(
+    alpha: torch.Tensor, beta: torch.Tensor, W: torch.Tensor, allowed: torch.Tensor | None = None
+) -> tuple[float, torch.Tensor, np.ndarray, np.ndarray]:
+    """Exact OT between block masses; pairs outside ``allowed`` get a prohibitive cost and
+    the returned coupling is checked to avoid them. Returns (cost, Gamma, u, v)."""
+    Wn = W.detach().cpu().double().clone()
+    if allowed is not None:
+        al = allowed.cpu()
+        finite = Wn[al]
+        big = (float(finite.abs().max()) + 1.0) * 1e6 if finite.numel() else 1e6
+        Wn[~al] = big
+    sol = emd(alpha, beta, Wn)
+    G = torch.from_numpy(sol.plan) * float(alpha.sum())
+    if allowed is not None:
+        bad = ~allowed.cpu()
+        # masses agree only up to float64 round-off: the LP may put ~1e-16 on a forbidden
+        # pair; anything beyond round-off would mean an infeasible support
+        if bool((G[bad] > 1e-12 * float(alpha.sum())).any()):
+            raise RuntimeError("restricted block coupling infeasible (internal error)")
+        G[bad] = 0.0
+    cost = float((G * Wn).sum())
+    return cost, G, sol.f, sol.g
+
+
+@dataclass
+class _Solve:
+    W: float
+    f: torch.Tensor  # [|I|] duals on the block's points
+    g: torch.Tensor  # [|J|]
+    pi: torch.Tensor  # [nnz] normalised plan entries
+    pp: torch.Tensor  # [nnz] positions in the X block
+    qq: torch.Tensor  # [nnz] positions in the Y block
+    exact: bool = True
+
+
+@dataclass
+class _Ledger:
+    """Counts mini-batch solves against the budget."""
+
+    budget: float
+    n_solves: int = 0
+    bytes_moved: int = 0
+    cost_evals: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def can(self, k: int = 1) -> bool:
+        return self.n_solves + k <= self.budget
+
+
+def _exact_block(
+    cost: GroundCost, I: torch.Tensor, J: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor
+) -> _Solve:
+    C = cost.block(I, J)
+    sol = emd(wa / wa.sum(), wb / wb.sum(), C)
+    P = torch.from_numpy(sol.plan).to(C.device)
+    pp, qq = (P > 0).nonzero(as_tuple=True)
+    return _Solve(
+        W=sol.cost,
+        f=torch.from_numpy(sol.f).to(C.device),
+        g=torch.from_numpy(sol.g).to(C.device),
+        pi=P[pp, qq],
+        pp=pp,
+        qq=qq,
+    )
+
+
+def _product_block(
+    cost: GroundCost, I: torch.Tensor, J: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor
+) -> _Solve:
+    """The independent coupling of two blocks (a cost evaluation, not a solve)."""
+    C = cost.block(I, J)
+    pa = wa / wa.sum()
+    pb = wb / wb.sum()
+    P = pa[:, None] * pb[None, :]
+    pp, qq = (P > 0).nonzero(as_tuple=True)
+    z_f = torch.zeros(I.numel(), dtype=torch.float64, device=C.device)
+    z_g = torch.zeros(J.numel(), dtype=torch.float64, device=C.device)
+    return _Solve(W=float((P * C).sum()), f=z_f, g=z_g, pi=P[pp, qq], pp=pp, qq=qq, exact=False)
+
+
+# ----------------------------------------------------------------------------------------
+# lower bound machinery
+# ----------------------------------------------------------------------------------------
+def block_residual_min(
+    cost: GroundCost,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    lab_x: torch.Tensor,
+    kx: int,
+    lab_y: torch.Tensor,
+    ky: int,
+    budget_bytes: int | None = None,
+) -> torch.Tensor:
+    """``D_ij = min_{p: lab_x[p]=i, q: lab_y[q]=j} C_pq - f_p - g_q`` (``[kx, ky]``, float64),
+    blockwise over rows of the cost (memory: one ``[rows, m]`` block)."""
+    dev = f.device
+    D = torch.full((kx, ky), math.inf, dtype=torch.float64, device=dev)
+    rows = chunk_size(cost.m, budget_bytes)
+    for I in row_chunks(cost.n, rows):
+        R = cost.block(I, None) - f[I, None] - g[None, :]
+        r = R.shape[0]
+        Rm = torch.full((r, ky), math.inf, dtype=torch.float64, device=dev)
+        Rm.scatter_reduce_(1, lab_y[None, :].expand(r, -1), R, reduce="amin")
+        D.scatter_reduce_(0, lab_x[I, None].expand(-1, ky), Rm, reduce="amin")
+    return D
+
+
+def certify_lower(
+    cost: GroundCost,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    lab_x: torch.Tensor,
+    lab_y: torch.Tensor,
+    *,
+    n_ctransform: int = 2,
+) -> tuple[float, torch.Tensor, torch.Tensor, dict]:
+    """Certified lower bound from ANY potentials ``f [n]``, ``g [m]`` (not necessarily
+    feasible) and disjoint labels: block-LP correction, fold its duals into (f, g), then
+    ``n_ctransform`` alternating c-transforms. Returns ``(lower, f, g, info)`` with (f, g)
+    dual feasible. Cost: ``1 + n_ctransform`` passes over the ``n x m`` costs."""
+    f = f.to(torch.float64).clone()
+    g = g.to(torch.float64).clone()
+    ux, lx = torch.unique(lab_x, return_inverse=True)
+    uy, ly = torch.unique(lab_y, return_inverse=True)
+    kx, ky = ux.numel(), uy.numel()
+    D = block_residual_min(cost, f, g, lx, kx, ly, ky)
+    alpha = torch.zeros(kx, dtype=torch.float64, device=a.device).index_add_(0, lx, a)
+    beta = torch.zeros(ky, dtype=torch.float64, device=b.device).index_add_(0, ly, b)
+    sol = emd(alpha, beta, D)
+    u = torch.from_numpy(sol.f).to(f.device)
+    v = torch.from_numpy(sol.g).to(f.device)
+    # the LP duals satisfy u_i + v_j <= D_ij up to round-off; enforce it exactly
+    slack = (D - u[:, None] - v[None, :]).amin()
+    if float(slack) < 0:
+        u = u + float(slack)
+    f = f + u[lx]
+    g = g + v[ly]
+    lb_lp = float((f * a).sum() + (g * b).sum())
+    lbs = [lb_lp]
+    for t in range(n_ctransform):
+        if t % 2 == 0:
+            g = c_transform(cost, f, side="x")
+        else:
+            f = c_transform(cost, g, side="y")
+        lbs.append(float((f * a).sum() + (g * b).sum()))
+    return (
+        max(lbs),
+        f,
+        g,
+        {"lb_lp_correction": lb_lp, "lb_ctransform": lbs[-1], "lb_blocks": [kx, ky]},
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# block couplings
+# ----------------------------------------------------------------------------------------
+def _northwest(alpha: torch.Tensor, beta: torch.Tensor) -> list[tuple[int, int]]:
+    """Support of the north-west-corner coupling (<= kx + ky - 1 pairs; diagonal when the
+    masses agree)."""
+    i = j = 0
+    ra = alpha.clone().cpu().tolist()
+    rb = beta.clone().cpu().tolist()
+    out = []
+    tol = 1e-12 * float(alpha.sum())
+    while i < len(ra) and j < len(rb):
+        out.append((i, j))
+        t = min(ra[i], rb[j])
+        ra[i] -= t
+        rb[j] -= t
+        if ra[i] <= tol and i < len(ra) - 1:
+            i += 1
+        elif rb[j] <= tol and j < len(rb) - 1:
+            j += 1
+        elif i == len(ra) - 1 and j == len(rb) - 1:
+            break
+        elif ra[i] <= tol:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def _proxy_lower(cost: GroundCost, BX: Blocks, BY: Blocks) -> torch.Tensor:
+    """A certified lower proxy ``L_ij <= W_ij`` for every block pair: the smallest cost
+    inside the pair (any cost), and for the squared Euclidean cost also ``||m_i - m_j||^2``
+    (Jensen: ``E||x - y||^2 >= ||E x - E y||^2`` under any coupling). Cost: one pass over
+    the block supports."""
+    dev = cost.device
+    allY = torch.cat(BY.idx)
+    ylab = torch.cat(
+        [torch.full((j.numel(),), k, dtype=torch.long, device=dev) for k, j in enumerate(BY.idx)]
+    )
+    ky = len(BY)
+    L = torch.empty(len(BX), ky, dtype=torch.float64, device=dev)
+    for i, I in enumerate(BX.idx):
+        C = cost.block(I, allY).amin(0)
+        L[i] = torch.full((ky,), math.inf, dtype=torch.float64, device=dev).scatter_reduce(
+            0, ylab, C, reduce="amin"
+        )
+    if isinstance(cost, SqEuclidean):
+        mx = torch.stack(
+            [
+                (cost.X[I].double() * w[:, None]).sum(0) / w.sum()
+                for I, w in zip(BX.idx, BX.w, strict=True)
+            ]
+        )
+        my = torch.stack(
+            [
+                (cost.Y[J].double() * w[:, None]).sum(0) / w.sum()
+                for J, w in zip(BY.idx, BY.w, strict=True)
+            ]
+        )
+        L = torch.maximum(L, torch.cdist(mx, my) ** 2 * (1 - 1e-12))
+    return L
+
+
+# ----------------------------------------------------------------------------------------
+# plan-restricted block coordinate descent
+# ----------------------------------------------------------------------------------------
+def _refine(
+    cost: GroundCost,
+    px: torch.Tensor,
+    qy: torch.Tensor,
+    mass: torch.Tensor,
+    group: torch.Tensor,
+    by_x: bool,
+    ledger: _Ledger,
+    max_group: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, dict[str, Any]]:
+    """Re-solve the plan exactly inside each group of entries (grouped by the X label
+    ``group[px]`` if ``by_x`` else by ``group[qy]``). Returns the new entries and the
+    stitched duals of the groups solved (f on X, g on Y, labels) for the lower bound."""
+    key = group[px] if by_x else group[qy]
+    order = torch.argsort(key, stable=True)
+    px, qy, mass, key = px[order], qy[order], mass[order], key[order]
+    uk, counts = torch.unique_consecutive(key, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    new_p, new_q, new_m = [], [], []
+    dev = mass.device
+    f = torch.zeros(cost.n, dtype=torch.float64, device=dev)
+    g = torch.zeros(cost.m, dtype=torch.float64, device=dev)
+    gbest = torch.full((cost.m,), -1.0, dtype=torch.float64, device=dev)
+    fbest = torch.full((cost.n,), -1.0, dtype=torch.float64, device=dev)
+    lab_x = torch.zeros(cost.n, dtype=torch.long, device=dev)
+    lab_y = torch.zeros(cost.m, dtype=torch.long, device=dev)
+    total = 0.0
+    for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
+        sl = slice(s, s + c)
+        P_, Q_, M_ = px[sl], qy[sl], mass[sl]
+        up, ip = torch.unique(P_, return_inverse=True)
+        uq, iq = torch.unique(Q_, return_inverse=True)
+        wa = torch.zeros(up.numel(), dtype=torch.float64, device=dev).index_add_(0, ip, M_)
+        wb = torch.zeros(uq.numel(), dtype=torch.float64, device=dev).index_add_(0, iq, M_)
+        gid = int(key[s])
+        if (
+            up.numel() == 1
+            or uq.numel() == 1
+            or up.numel() > max_group
+            or uq.numel() > max_group
+            or not ledger.can()
+        ):
+            total += float((M_ * cost.block(up, uq)[ip, iq]).sum())
+            new_p.append(P_)
+            new_q.append(Q_)
+            new_m.append(M_)
+            continue
+        sol = _exact_block(cost, up, uq, wa, wb)
+        ledger.n_solves += 1
+        ledger.bytes_moved += 8 * up.numel() * uq.numel()
+        tot = float(wa.sum())
+        total += sol.W * tot
+        new_p.append(up[sol.pp])
+        new_q.append(uq[sol.qq])
+        new_m.append(sol.pi * tot)
+        better = wa > fbest[up]
+        f[up[better]] = sol.f[better]
+        fbest[up[better]] = wa[better]
+        lab_x[up[better]] = gid
+        better = wb > gbest[uq]
+        g[uq[better]] = sol.g[better]
+        gbest[uq[better]] = wb[better]
+        lab_y[uq[better]] = gid
+    duals = {
+        "f": f,
+        "g": g,
+        "lab_x": lab_x,
+        "lab_y": lab_y,
+        "covered": bool((fbest >= 0).all() and (gbest >= 0).all()),
+    }
+    return torch.cat(new_p), torch.cat(new_q), torch.cat(new_m), total, duals
+
+
+# ----------------------------------------------------------------------------------------
+# mini-batch bounds
+# ----------------------------------------------------------------------------------------
+def minibatch_bounds(
+    cost: GroundCost,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    *,
+    batch_size: int = config.BATCH_SIZE,
+    budget: int | None = config.BUDGET,
+    partition: str = config.PARTITION,
+    coupling: str = config.COUPLING,
+    seed: int = config.SEED,
+    refine: int = config.BOUNDS_REFINE_ROUNDS,
+    n_permutations: int = 2,
+    lower: str = "lp+ctransform",
+    lower_rounds: int = config.BOUNDS_LOWER_ROUNDS,
+) -> OTResult:
+    """Certified mini-batch lower/upper bounds on ``OT(a, b)`` for any ground cost.
+
+    Args:
+        cost: a :class:`otaudit.cost.GroundCost`; ``features_x``/``features_y`` are used to
+            build the partitions.
+        a, b: weights ``[n]``, ``[m]`` (uniform if None).
+        batch_size: target block size (points per block and side); blocks may be smaller
+            and of unequal sizes — no point is dropped or padded.
+        budget: maximal number of mini-batch OT solves (None: as many as the coupling and
+            ``refine`` need). With fewer solves than the base coupling needs, the unsolved
+            block pairs use their independent (product) coupling, a feasible plan whose cost
+            is evaluated, not solved.
+        partition: ``"aligned"`` (OT-aware: k-means on both sides, exact OT between the
+            cluster measures, clusters split by destination; block k of X faces block k of
+            Y with equal masses — see :func:`otaudit.partition.aligned_pieces`) or
+            ``"random"`` (shuffled near-equal blocks).
+        coupling: block coupling of the upper bound: ``"diagonal"`` (block k faces block k;
+            north-west corner for unequal random blocks), ``"independent"`` (alpha ⊗ beta,
+            all kx*ky solves: classic mini-batch averaging), ``"optimal"``/``"colgen"``
+            (column generation with a certified proxy ``L <= W``; stops when the outer LP
+            uses no unsolved pair — then it equals ``OT(alpha, beta; W)`` provably — or when
+            the budget is spent), ``"greedy"`` (adds the pairs of smallest proxy first),
+            ``"union"`` (union of ``n_permutations`` block permutations).
+        refine: rounds of plan-restricted block coordinate descent after the coupling
+            (each round re-solves every group once; the solves count against ``budget``).
+        lower: ``"lp+ctransform"`` (block-LP correction then two c-transforms; 3 passes
+            over the n x m costs) or ``"none"`` (``lower = -inf``).
+        lower_rounds: LP-correction rounds of the lower bound (round r > 0 uses k-means
+            partitions of X and Y; each round can only raise the bound; 3 passes each).
+    Returns:
+        OTResult with ``value = (lower + upper) / 2`` (the midpoint minimises the worst-case
+        error), ``n_solves`` the mini-batch solves done, ``extra`` holding ``width_rel``,
+        ``bytes_moved``, the upper bounds before refinement, etc.
+    """
+    t0 = time.perf_counter()
+    _check_knobs(batch_size, budget, partition, coupling, refine)
+    dev = cost.device
+    a = _weights(a, cost.n, dev, "a")
+    b = _weights(b, cost.m, dev, "b")
+    gen = torch.Generator().manual_seed(int(seed))
+    ledger = _Ledger(budget=math.inf if budget is None else float(budget))
+    extra: dict[str, Any] = {}
+
+    # --- partition ---
+    Zx = cost.features_x.to(torch.float64)
+    Zy = cost.features_y.to(torch.float64)
+    if partition == "aligned":
+        BX, BY = aligned_pieces(Zx, a, Zy, b, batch_size, gen)
+    else:
+        BX = random_blocks(cost.n, batch_size, a, gen)
+        BY = random_blocks(cost.m, batch_size, b, gen)
+    kx, ky = len(BX), len(BY)
+    alpha, beta = BX.mass, BY.mass
+    extra["blocks"] = [kx, ky]
+    solved: dict[tuple[int, int], _Solve] = {}
+
+    def get(i: int, j: int, allow_product: bool) -> _Solve | None:
+        if (i, j) in solved:
+            return solved[(i, j)]
+        if ledger.can():
+            s = _exact_block(cost, BX.idx[i], BY.idx[j], BX.w[i], BY.w[j])
+            ledger.n_solves += 1
+            ledger.bytes_moved += 8 * BX.idx[i].numel() * BY.idx[j].numel()
+            solved[(i, j)] = s
+            return s
+        if allow_product:
+            s = _product_block(cost, BX.idx[i], BY.idx[j], BX.w[i], BY.w[j])
+            solved[(i, j)] = s
+            return s
+        return None
+
+    # --- base support (always a feasible coupling) ---
+    if partition == "aligned":
+        base = [(k, k) for k in range(kx)]
+    else:
+        base = _northwest(alpha, beta)
+    if coupling == "independent":
+        base = [(i, j) for i in range(kx) for j in range(ky)]
+    for i, j in base:
+        get(i, j, allow_product=True)
+
+    def current_ub(fixed: str | None = None) -> tuple[float, torch.Tensor]:
+        Wm = torch.full((kx, ky), math.inf, dtype=torch.float64)
+        for (i, j), s in solved.items():
+            Wm[i, j] = s.W
+        if fixed == "independent":
+            G = alpha.cpu()[:, None] * beta.cpu()[None, :]
+            return float((G * Wm).sum()), G
+        if fixed == "diagonal" and partition == "aligned":
+            G = torch.diag(alpha.cpu())
+            return float((alpha.cpu() * Wm.diagonal()).sum()), G
+        allowed = torch.isfinite(Wm)
+        cst, G, _, _ = _outer_ot(
+            alpha, beta, torch.where(allowed, Wm, torch.zeros_like(Wm)), allowed
+        )
+        return cst, G
+
+    fixed = coupling if coupling in ("independent", "diagonal") else None
+    ub, G = current_ub(fixed)
+    extra["upper_base"] = ub
+    # --- coupling growth ---
+    proven = None
+    if coupling in ("optimal", "colgen", "greedy") and ledger.can():
+        L = _proxy_lower(cost, BX, BY).cpu()
+        if coupling == "greedy":
+            order = torch.argsort(L.flatten()).tolist()
+            for flat in order:
+                if not ledger.can():
+                    break
+                get(flat // ky, flat % ky, allow_product=False)
+            ub, G = current_ub()
+        else:
+            proven = False
+            while True:
+                Wm = L.clone()
+                for (i, j), s in solved.items():
+                    if s.exact:
+                        Wm[i, j] = s.W
+                _, Gp, _, _ = _outer_ot(alpha, beta, Wm)
+                need = [
+                    (i, j)
+                    for i, j in (Gp > 0).nonzero().tolist()
+                    if (i, j) not in solved or not solved[(i, j)].exact
+                ]
+                if not need:
+                    proven = all(s.exact for s in solved.values())
+                    break
+                if not ledger.can():
+                    break
+                for i, j in need:
+                    if not ledger.can():
+                        break
+                    solved.pop((i, j), None)
+                    get(i, j, allow_product=False)
+            ub, G = current_ub()
+        extra["coupling_optimal_proven"] = proven
+    elif coupling == "union" and partition == "aligned":
+        for _ in range(max(0, n_permutations - 1)):
+            perm = torch.randperm(kx, generator=gen).tolist()
+            for i in range(kx):
+                if not ledger.can():
+                    break
+                get(i, perm[i], allow_product=False)
+        ub, G = current_ub()
+    elif coupling == "union":
+        for r in range(1, max(1, n_permutations)):
+            for i, j in _northwest(alpha, beta):
+                if not ledger.can():
+                    break
+                get(i, (j + r * max(1, ky // n_permutations)) % ky, allow_product=False)
+        ub, G = current_ub()
+    extra["upper_coupling"] = ub
+
+    # --- glued plan entries ---
+    px_l, qy_l, m_l = [], [], []
+    for i, j in (G > 0).nonzero().tolist():
+        s = solved[(i, j)]
+        px_l.append(BX.idx[i][s.pp])
+        qy_l.append(BY.idx[j][s.qq])
+        m_l.append(s.pi * float(G[i, j]))
+    px, qy, mass = torch.cat(px_l), torch.cat(qy_l), torch.cat(m_l)
+
+    # --- stitched block duals for the lower bound ---
+    f = torch.zeros(cost.n, dtype=torch.float64, device=dev)
+    g = torch.zeros(cost.m, dtype=torch.float64, device=dev)
+    fw = torch.full((cost.n,), -1.0, dtype=torch.float64, device=dev)
+    gw = torch.full((cost.m,), -1.0, dtype=torch.float64, device=dev)
+    for i, j in (G > 0).nonzero().tolist():
+        s = solved[(i, j)]
+        wx = BX.w[i] * float(G[i, j]) / float(alpha[i])
+        better = wx > fw[BX.idx[i]]
+        f[BX.idx[i][better]] = s.f[better]
+        fw[BX.idx[i][better]] = wx[better]
+        wy = BY.w[j] * float(G[i, j]) / float(beta[j])
+        better = wy > gw[BY.idx[j]]
+        g[BY.idx[j][better]] = s.g[better]
+        gw[BY.idx[j][better]] = wy[better]
+    duals = {"f": f, "g": g, "lab_x": BX.label, "lab_y": BY.label}
+
+    # --- plan-restricted block coordinate descent (certified UB improvement) ---
+    ub_hist = [ub]
+    single = kx == 1 and ky == 1  # one block pair: already the exact plan
+    if refine > 0 and not single and (coupling not in ("optimal", "colgen") or proven):
+        k = max(1, math.ceil(max(cost.n, cost.m) / batch_size))
+        for _ in range(refine):
+            for by_x in (True, False):
+                Z, w = (Zx, a) if by_x else (Zy, b)
+                lab, _ = kmeans(Z, w, k, gen, n_iter=4)
+                if not ledger.can():
+                    break
+                px, qy, mass, new_ub, d = _refine(
+                    cost, px, qy, mass, lab, by_x, ledger, max_group=4 * batch_size
+                )
+                if new_ub <= ub_hist[-1]:
+                    ub_hist.append(new_ub)
+                    if d["covered"]:
+                        duals = d
+        ub = min(ub_hist)
+    extra["upper_history"] = ub_hist
+
+    # --- certified lower bound ---
+    if lower == "none":
+        lb = -math.inf
+    else:
+        lb, f, g, info = certify_lower(
+            cost, a, b, duals["f"], duals["g"], duals["lab_x"], duals["lab_y"]
+        )
+        extra.update(info)
+        lb_hist = [lb]
+        for r in range(lower_rounds - 1):
+            # further LP corrections on k-means partitions of varying granularity: (f, g)
+            # is feasible, so each correction adds OT(alpha, beta; D) >= 0
+            k = max(2, math.ceil(max(cost.n, cost.m) / (batch_size / 4 * 2 ** (r % 4))))
+            lab_x, _ = kmeans(Zx, a, min(k, cost.n), gen, n_iter=4)
+            lab_y, _ = kmeans(Zy, b, min(k, cost.m), gen, n_iter=4)
+            lb_r, f, g, _ = certify_lower(cost, a, b, f, g, lab_x, lab_y)
+            lb_hist.append(lb_r)
+        lb = max(lb_hist)
+        extra["lower_history"] = lb_hist
+    lb = min(lb, ub)  # never report lower > upper from round-off (both remain valid)
+    extra.update(
+        width_rel=(ub - lb) / ub if ub > 0 else 0.0,
+        solves_budget=budget,
+        bytes_moved=ledger.bytes_moved,
+    )
+    return OTResult(
+        value=0.5 * (lb + ub) if math.isfinite(lb) else ub,
+        lower=lb,
+        upper=ub,
+        certified=True,
+        method=f"minibatch[{partition},{coupling}]",
+        n_solves=ledger.n_solves,
+        seconds=time.perf_counter() - t0,
+        params={
+            "batch_size": int(batch_size),
+            "budget": budget,
+            "partition": partition,
+            "coupling": coupling,
+            "seed": int(seed),
+            "refine": int(refine),
+        },
+        converged=True,
+        extra=extra,
+    )
+
+
+def _check_knobs(
+    batch_size: Any, budget: Any, partition: Any, coupling: Any, refine: Any = 0
+) -> None:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise InputError(
+            f"batch_size must be an integer >= 1, got {batch_size!r}",
+            field="batch_size",
+            fix="pass e.g. batch_size=256",
+        )
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1
+    ):
+        raise InputError(
+            f"budget must be None or an integer >= 1, got {budget!r}",
+            field="budget",
+            fix="pass the number of mini-batch solves allowed",
+        )
+    if partition not in PARTITIONS:
+        raise InputError(
+            f"unknown partition {partition!r}",
+            field="partition",
+            fix=f"use one of {', '.join(PARTITIONS)}",
+        )
+    if coupling not in COUPLINGS:
+        raise InputError(
+            f"unknown coupling {coupling!r}",
+            field="coupling",
+            fix=f"use one of {', '.join(COUPLINGS)}",
+        )
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
+        raise InputError(
+            f"refine must be an integer >= 0, got {refine!r}",
+            field="refine",
+            fix="pass the number of refinement rounds, e.g. refine=2",
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# full-problem Sinkhorn
+# ----------------------------------------------------------------------------------------
+def sinkhorn_bounds(
+    cost: GroundCost,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    *,
+    reg: float | None = None,
+    max_iter: int = config.SINKHORN_MAX_ITER,
+    tol: float = config.SINKHORN_TOL,
+) -> OTResult:
+    """Certified bounds from one full-problem log-domain Sinkhorn with online costs.
+
+    ``reg`` defaults to ``config.SINKHORN_REG_REL`` times the mean ground cost (computed
+    exactly, blockwise). ``upper`` = cost of the rounded plan, ``lower`` = dual objective of
+    the double c-transform (:func:`otaudit.sinkhorn.sinkhorn_online`); both valid whatever
+    the convergence state; non-convergence emits ConvergenceWarning. ``value`` = midpoint.
+    """
+    from .sinkhorn import sinkhorn_online
+
+    t0 = time.perf_counter()
+    a = _weights(a, cost.n, cost.device, "a")
+    b = _weights(b, cost.m, cost.device, "b")
+    if reg is None:
+        tot = 0.0
+        for I in row_chunks(cost.n, chunk_size(cost.m)):
+            tot += float((a[I, None] * cost.block(I, None) * b[None, :]).sum())
+        reg = config.SINKHORN_REG_REL * max(tot, 1e-300)
+    if not (reg > 0):
+        raise InputError(
+            f"reg must be > 0, got {reg!r}",
+            field="reg",
+            fix="pass a positive entropic regularisation",
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        lo, up, _, _, n_iter, conv, _ = sinkhorn_online(
+            cost, a, b, float(reg), max_iter=max_iter, tol=tol
+        )
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=2)
+    lo = min(lo, up)
+    return OTResult(
+        value=0.5 * (lo + up),
+        lower=lo,
+        upper=up,
+        certified=True,
+        method="sinkhorn",
+        n_solves=1,
+        seconds=time.perf_counter() - t0,
+        params={"reg": float(reg), "max_iter": int(max_iter), "tol": float(tol)},
+        converged=bool(conv),
+        extra={"n_iter": n_iter, "width_rel": (up - lo) / up if up > 0 else 0.0},
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# dispatcher and public entry point
+# ----------------------------------------------------------------------------------------
+def solve_ot(
+    cost: GroundCost,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    *,
+    solver: str = "auto",
+    **opts: Any,
+) -> OTResult:
+    """Solve (or certifiably bound) OT for any ground cost.
+
+    ``solver``: ``"exact"`` (POT network simplex on the full cost; value = lower = upper),
+    ``"sinkhorn"`` (:func:`sinkhorn_bounds`), ``"minibatch"`` (:func:`minibatch_bounds`), or
+    ``"auto"``: exact when ``n*m <= config.EXACT_MAX_ENTRIES``, else mini-batch.
+    ``opts`` go to the chosen solver.
+    """
+    if solver not in SOLVERS:
+        raise InputError(
+            f"unknown solver {solver!r}", field="solver", fix=f"use one of {', '.join(SOLVERS)}"
+        )
+    if solver == "auto":
+        solver = "exact" if cost.n * cost.m <= config.EXACT_MAX_ENTRIES else "minibatch"
+    if solver == "exact":
+        return exact_ot(cost, a, b, **opts)
+    if solver == "sinkhorn":
+        return sinkhorn_bounds(cost, a, b, **opts)
+    return minibatch_bounds(cost, a, b, **opts)
+
+
+def ot_bounds(
+    X: Any,
+    Y: Any,
+    *,
+    batch_size: int | None = None,
+    budget: int | None = None,
+    partition: str | None = None,
+    coupling: str | None = None,
+    seed: int = config.SEED,
+    a: Any = None,
+    b: Any = None,
+    solver: str = "auto",
+    **opts: Any,
+) -> OTResult:
+    """Certified bounds on ``W_2^2(X, Y)`` (squared Euclidean ground cost).
+
+    ``X [n, d]``, ``Y [m, d]``: numpy arrays or torch tensors (CPU/CUDA, float32/float64;
+    computed in float64 on the input's device). ``a``, ``b``: optional weights.
+
+    Exact by default when small: with ``solver="auto"`` and none of ``batch_size``,
+    ``budget``, ``partition``, ``coupling`` given, problems with
+    ``n*m <= config.EXACT_MAX_ENTRIES`` (2500 x 2500) are solved exactly (width 0).
+    Giving any of those knobs, or ``solver="minibatch"``, runs the mini-batch bounds
+    (:func:`minibatch_bounds`; defaults ``config.BATCH_SIZE``, ``config.BUDGET``,
+    ``config.PARTITION``, ``config.COUPLING``). ``solver="sinkhorn"`` runs the certified
+    full-problem Sinkhorn.
+
+    Returns OTResult: ``lower``/``upper`` certified; ``value`` = their midpoint (exact
+    value for an exact solve); ``n_solves`` = block OT solves done.
+    """
+    forced = any(v is not None for v in (batch_size, budget, partition, coupling))
+    batch_size = config.BATCH_SIZE if batch_size is None else batch_size
+    budget = config.BUDGET if budget is None else budget
+    partition = config.PARTITION if partition is None else partition
+    coupling = config.COUPLING if coupling is None else coupling
+    _check_knobs(batch_size, budget, partition, coupling, opts.get("refine", 0))
+    if solver not in SOLVERS:
+        raise InputError(
+            f"unknown solver {solver!r}", field="solver", fix=f"use one of {', '.join(SOLVERS)}"
+        )
+    dev = device_of(X, Y)
+    Xt = as_points(X, name="X", device=dev)
+    Yt = as_points(Y, name="Y", device=dev)
+    check_pair(Xt, Yt)
+    cost = SqEuclidean(Xt, Yt)
+    if solver == "auto":
+        small = cost.n * cost.m <= config.EXACT_MAX_ENTRIES
+        solver = "exact" if (small and not forced) else "minibatch"
+    if solver == "minibatch":
+        res = minibatch_bounds(
+            cost,
+            a,
+            b,
+            batch_size=batch_size,
+            budget=budget,
+            partition=partition,
+            coupling=coupling,
+            seed=seed,
+            **opts,
+        )
+    else:
+        res = solve_ot(cost, a, b, solver=solver, **opts)
+    return res.replace(
+        params={**res.params, "solver": solver, "n": cost.n, "m": cost.m, "d": int(Xt.shape[1])}
+    )
