@@ -1,0 +1,752 @@
+"""The audit manifest (SPEC.md section 3): pydantic models, YAML loading, pair selection.
+
+Every bad manifest gives ONE :class:`~otaudit.errors.InputError` whose message is one line
+naming the dataset (by name, or ``datasets[i]`` when it has none), the field and the fix::
+
+    dataset 'vendor_a', field 'embedder.kind': unknown value 'bert'; fix: use one of
+    'identity', 'torchscript', 'torch', 'sentence-transformers', 'random-projection', 'pca'
+
+Notes on behaviour (documented for users in ``docs/manifest.md``):
+
+- YAML is read with ``yaml.safe_load`` only.
+- When the manifest is read from a *file*, relative local paths (``output``, dataset
+  ``uri``, embedder ``path``) are resolved against the manifest's directory.
+- ``storage_options`` string values may reference environment variables as ``${NAME}``
+  so that no secret has to be written in the YAML; credentials may also come from the
+  environment / fsspec's own credential chain.  Secrets never appear in ``repr`` and
+  :meth:`Manifest.redacted` masks them for anything that is written out.
+
+Deviation from pipeline_api.md: none in names/signatures.  Additions:
+``Manifest.dataset(name)``, ``Manifest.dataset_storage_options(name_or_spec)``,
+``Manifest.redacted()``, ``parse_manifest(data, base_dir=None)``, ``redact(obj)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from . import config
+from .errors import InputError
+
+__all__ = [
+    "EmbedderSpec",
+    "DatasetSpec",
+    "OTDDMeasure",
+    "BoundsMeasure",
+    "MeasuresSpec",
+    "PairsNew",
+    "PairsTarget",
+    "Manifest",
+    "load_manifest",
+    "parse_manifest",
+    "select_pairs",
+    "redact",
+    "EMBEDDER_KINDS",
+    "MEASURES",
+]
+
+EMBEDDER_KINDS = (
+    "identity",
+    "torchscript",
+    "torch",
+    "sentence-transformers",
+    "random-projection",
+    "pca",
+)
+MEASURES = ("otdd", "ot_bounds", "w2")
+_MODEL_KINDS = {"torchscript", "torch", "sentence-transformers"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_SECRET_RE = re.compile(
+    r"(key|secret|token|password|passwd|credential|sas|signature|"
+    r"connection_string|session)",
+    re.IGNORECASE,
+)
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_URI_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]+)@")
+MASK = "***"
+
+
+def _err(
+    problem: str, fix: str, field: str | None = None, dataset: str | None = None
+) -> PydanticCustomError:
+    """A validation error carrying our problem/fix (and optionally field/dataset) in its ctx."""
+    ctx: dict[str, Any] = {"problem": problem, "fix": fix}
+    if field is not None:
+        ctx["field"] = field
+    if dataset is not None:
+        ctx["dataset"] = dataset
+    return PydanticCustomError("otaudit", "{problem}; fix: {fix}", ctx)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+        raise _err(
+            f"{what} {value!r} is not a safe storage name (it becomes part of storage keys)",
+            "use 1-128 characters from A-Z a-z 0-9 _ . - starting with a letter or digit, "
+            "without '..' or slashes",
+        )
+    return value
+
+
+def redact(obj: Any) -> Any:
+    """A copy of ``obj`` (dicts/lists/strings) with secret-looking values masked.
+
+    Keys matching key/secret/token/password/credential/... get ``"***"``; user:password
+    parts of URIs are masked too.  Used for everything written out (reports, logs, repr).
+    """
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and _SECRET_RE.search(k) and not isinstance(v, Mapping | list):
+                out[k] = MASK if v is not None else None
+            else:
+                out[k] = redact(v)
+        return out
+    if isinstance(obj, list | tuple):
+        return type(obj)(redact(v) for v in obj)
+    if isinstance(obj, str):
+        return _URI_USERINFO_RE.sub(lambda m: f"{m.group(1)}{MASK}@", obj)
+    return obj
+
+
+class _Model(BaseModel):
+    """Strict base: unknown keys are errors; secrets are masked in ``repr``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __repr_args__(self):  # noqa: D105 - pydantic hook
+        for k, v in super().__repr_args__():
+            yield k, redact(v) if k in ("storage_options", "uri", "output") else v
+
+
+# --- embedder -------------------------------------------------------------------------
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _hash_path(path: str) -> str:
+    """sha256 of a model file's bytes (or of every file of a model directory)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file())
+    else:
+        files = [p]
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+        digest = _HASH_CACHE.get(key)
+        if digest is None:
+            fh = hashlib.sha256()
+            with open(f, "rb") as stream:
+                for chunk in iter(lambda s=stream: s.read(1 << 20), b""):
+                    fh.update(chunk)
+            digest = fh.hexdigest()
+            _HASH_CACHE[key] = digest
+        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+        h.update(digest.encode())
+    return h.hexdigest()
+
+
+class EmbedderSpec(_Model):
+    """How a dataset's raw features are turned into the vectors OT compares.
+
+    YAML: ``identity`` (string shorthand) or a mapping ``{kind: ..., path: ..., dim: ...}``.
+    """
+
+    kind: Literal[
+        "identity", "torchscript", "torch", "sentence-transformers", "random-projection", "pca"
+    ] = "identity"
+    #: Local model file (torchscript/torch) or model directory (sentence-transformers).
+    path: str | None = None
+    #: Output dimension (random-projection, pca).
+    dim: int | None = Field(default=None, gt=0)
+    seed: int = 0
+    batch_size: int = Field(default=config.EMBED_BATCH, gt=0)
+    #: "auto" (GPU when present, else CPU), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"kind": data}
+        return data
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        if not _DEVICE_RE.match(v):
+            raise _err(f"unknown device {v!r}", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return v
+
+    @model_validator(mode="after")
+    def _check_params(self) -> EmbedderSpec:
+        if self.kind in _MODEL_KINDS:
+            if not self.path:
+                raise _err(
+                    f"embedder kind {self.kind!r} needs a model path",
+                    "add `path: /local/path/to/model`",
+                    field="embedder.path",
+                )
+            if "://" in self.path and not self.path.startswith("file://"):
+                raise _err(
+                    f"model path {self.path!r} is not local",
+                    "copy the model to a local path on every worker",
+                    field="embedder.path",
+                )
+        elif self.path is not None:
+            raise _err(
+                f"embedder kind {self.kind!r} takes no path",
+                "remove `path` or use kind torchscript/torch/sentence-transformers",
+                field="embedder.path",
+            )
+        if self.kind == "random-projection" and self.dim is None:
+            raise _err(
+                "random-projection needs an output dimension",
+                "add `dim: 64` (say)",
+                field="embedder.dim",
+            )
+        if (
+            self.kind in ("identity", "torchscript", "torch", "sentence-transformers")
+            and self.dim is not None
+        ):
+            raise _err(
+                f"embedder kind {self.kind!r} takes no dim",
+                "remove `dim` (it is set by the model)",
+                field="embedder.dim",
+            )
+        return self
+
+    @property
+    def local_path(self) -> str | None:
+        """The model path without a ``file://`` prefix."""
+        if self.path is None:
+            return None
+        return self.path[len("file://") :] if self.path.startswith("file://") else self.path
+
+    @property
+    def id(self) -> str:
+        """Stable id: kind, output-relevant params, model bytes hash and EMBEDDER_VERSION.
+
+        Device and batch size are excluded: they do not change the embedding (beyond
+        floating-point noise).  A changed model file gives a new id, hence a cache miss.
+        """
+        params: dict[str, Any] = {"kind": self.kind, "v": config.EMBEDDER_VERSION}
+        if self.kind in ("random-projection", "pca"):
+            params["dim"] = self.dim
+        if self.kind == "random-projection":
+            params["seed"] = self.seed
+        if self.local_path is not None:
+            lp = self.local_path
+            if not os.path.exists(lp):
+                raise InputError(
+                    f"model path {lp!r} does not exist",
+                    field="embedder.path",
+                    fix="give the local path of the model file or directory",
+                )
+            params["sha256"] = _hash_path(lp)
+        blob = json.dumps(params, sort_keys=True).encode()
+        return f"{self.kind}-v{config.EMBEDDER_VERSION}-{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
+# --- datasets -------------------------------------------------------------------------
+
+
+class DatasetSpec(_Model):
+    """One dataset of the registry."""
+
+    name: str
+    uri: str
+    format: Literal["auto", "parquet", "npy", "npz", "csv"] = "auto"
+    #: One fixed-size-list column, or a list of numeric columns; for text embedders the
+    #: text column.  For .npy the field is ignored; for .npz it is the array name.
+    features: str | list[str] = "features"
+    label: str | None = None
+    embedder: EmbedderSpec = Field(default_factory=EmbedderSpec)
+    #: Per-dataset override of the manifest's storage_options (shallow merge).
+    storage_options: dict[str, Any] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "dataset name")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if not v.strip():
+            raise _err("uri is empty", "give a local path or an fsspec URI (s3://bucket/key)")
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            if not v:
+                raise _err("empty list of feature columns", "list at least one column")
+            dup = sorted({c for c in v if v.count(c) > 1})
+            if dup:
+                raise _err(f"duplicate feature columns {dup}", "list each column once")
+        elif not v:
+            raise _err("empty feature column name", "name the feature column")
+        return v
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """``features`` as a list."""
+        return [self.features] if isinstance(self.features, str) else list(self.features)
+
+
+# --- measures -------------------------------------------------------------------------
+
+
+class OTDDMeasure(_Model):
+    """OTDD settings (passed to ``otaudit.otdd_from_stats``)."""
+
+    inner: Literal["exact", "gaussian"] = config.OTDD_INNER  # type: ignore[assignment]
+    solver: Literal["auto", "exact", "sinkhorn", "minibatch"] = config.OTDD_SOLVER  # type: ignore[assignment]
+    lambda_x: float = Field(default=config.LAMBDA_X, ge=0)
+    lambda_y: float = Field(default=config.LAMBDA_Y, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BoundsMeasure(_Model):
+    """Mini-batch OT bounds settings (passed to ``otaudit.ot_bounds``)."""
+
+    batch_size: int = Field(default=config.BATCH_SIZE, gt=0)
+    budget: int | None = Field(default=config.BUDGET, gt=0)
+    partition: str = config.PARTITION
+    coupling: str = config.COUPLING
+    seed: int = config.SEED
+
+
+class MeasuresSpec(_Model):
+    """Which measures to compute for every selected pair."""
+
+    otdd: OTDDMeasure | None = None
+    ot_bounds: BoundsMeasure | None = None
+    w2: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_mappings(cls, data: Any) -> Any:
+        # `otdd:` with no value in YAML (None) means "with defaults" when the key is present.
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for key in ("otdd", "ot_bounds"):
+                if key in data and data[key] is None:
+                    data[key] = {}
+            if "w2" in data and data["w2"] is None:
+                data["w2"] = {}
+        return data
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> MeasuresSpec:
+        if self.otdd is None and self.ot_bounds is None and self.w2 is None:
+            raise _err("no measure selected", "add `otdd: {}` and/or `ot_bounds: {}` or `w2: {}`")
+        return self
+
+    @property
+    def selected(self) -> list[str]:
+        """Names of the selected measures, in a fixed order."""
+        return [m for m in MEASURES if getattr(self, m) is not None]
+
+
+def _default_measures() -> MeasuresSpec:
+    return MeasuresSpec(otdd=OTDDMeasure())
+
+
+# --- pairs ----------------------------------------------------------------------------
+
+
+class PairsNew(_Model):
+    """New datasets against every dataset (``pairs: {new: [a, b]}``)."""
+
+    new: list[str] = Field(min_length=1)
+
+
+class PairsTarget(_Model):
+    """One target against every other dataset (``pairs: {target: name}``)."""
+
+    target: str
+
+
+class Manifest(_Model):
+    """A whole audit: datasets, measures, pairs, output location, schedule."""
+
+    name: str
+    output: str
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    measures: MeasuresSpec = Field(default_factory=_default_measures)
+    pairs: Literal["all"] | PairsNew | PairsTarget = "all"
+    #: measure -> largest allowed distance; pairs above are flagged (CLI exit code 3).
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    #: Cron expression for deployments (``"0 3 * * *"``).
+    schedule: str | None = None
+    shard_rows: int = Field(default=config.SHARD_ROWS, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "audit name")
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        if not v.strip():
+            raise _err("output is empty", "give a local directory or an fsspec URI")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        fields = v.split()
+        if v.startswith("@"):
+            if v not in ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly"):
+                raise _err(f"unknown cron macro {v!r}", "use @hourly/@daily/@weekly/@monthly")
+        elif len(fields) != 5 or not all(re.fullmatch(r"[0-9*/,A-Za-z?-]+", f) for f in fields):
+            raise _err(
+                f"{v!r} is not a 5-field cron expression",
+                "write it as 'minute hour day month weekday', e.g. '0 3 * * *'",
+            )
+        return v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, t in v.items():
+            if k not in MEASURES:
+                raise _err(f"unknown measure {k!r}", f"use one of {', '.join(MEASURES)}")
+            if not (t >= 0) or t == float("inf"):
+                raise _err(
+                    f"threshold for {k!r} must be a finite number >= 0, got {t}",
+                    "give the largest allowed distance",
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Manifest:
+        names = [d.name for d in self.datasets]
+        seen: set[str] = set()
+        for i, n in enumerate(names):
+            if n in seen:
+                raise _err(
+                    f"duplicate dataset name (datasets[{i}] repeats an earlier name)",
+                    "give every dataset a unique name",
+                    field="name",
+                    dataset=n,
+                )
+            seen.add(n)
+        wanted: list[str] = []
+        if isinstance(self.pairs, PairsNew):
+            wanted = list(self.pairs.new)
+        elif isinstance(self.pairs, PairsTarget):
+            wanted = [self.pairs.target]
+        for w in wanted:
+            if w not in seen:
+                raise _err(
+                    f"unknown dataset {w!r}",
+                    f"use one of the dataset names: {', '.join(names)}",
+                    field="pairs",
+                )
+        for k in self.thresholds:
+            if getattr(self.measures, k) is None:
+                raise _err(
+                    f"threshold given for measure {k!r} which is not computed",
+                    f"add `{k}` under measures or remove the threshold",
+                    field="thresholds",
+                )
+        return self
+
+    # --- helpers ---------------------------------------------------------------------
+    def dataset(self, name: str) -> DatasetSpec:
+        """The dataset called ``name``."""
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        raise InputError(
+            f"unknown dataset {name!r}",
+            field="datasets",
+            fix=f"use one of {', '.join(d.name for d in self.datasets)}",
+        )
+
+    def dataset_storage_options(self, ds: str | DatasetSpec) -> dict[str, Any]:
+        """The manifest's storage_options overridden (shallow) by the dataset's own."""
+        spec = self.dataset(ds) if isinstance(ds, str) else ds
+        return {**self.storage_options, **(spec.storage_options or {})}
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-able dump with secrets masked: use this for anything written out."""
+        return redact(self.model_dump(mode="json"))
+
+
+# --- loading --------------------------------------------------------------------------
+
+_MODEL_FOR_LOC: dict[tuple[str, ...], type[BaseModel]] = {
+    (): Manifest,
+    ("datasets", "*"): DatasetSpec,
+    ("datasets", "*", "embedder"): EmbedderSpec,
+    ("measures",): MeasuresSpec,
+    ("measures", "otdd"): OTDDMeasure,
+    ("measures", "ot_bounds"): BoundsMeasure,
+}
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    key = tuple("*" if isinstance(p, int) else p for p in loc)
+    return _MODEL_FOR_LOC.get(key)
+
+
+_TYPE_FIX = {
+    "greater_than": "use a value > {gt}",
+    "greater_than_equal": "use a value >= {ge}",
+    "less_than": "use a value < {lt}",
+    "less_than_equal": "use a value <= {le}",
+    "int_parsing": "use a whole number",
+    "int_type": "use a whole number",
+    "int_from_float": "use a whole number",
+    "float_parsing": "use a number",
+    "float_type": "use a number",
+    "finite_number": "use a finite number",
+    "string_type": "use a quoted string",
+    "dict_type": "use a mapping (key: value)",
+    "list_type": "use a list ([a, b])",
+    "bool_parsing": "use true or false",
+    "bool_type": "use true or false",
+    "model_type": "use a mapping (key: value)",
+    "model_attributes_type": "use a mapping (key: value)",
+}
+
+
+def _pydantic_to_input_error(exc: ValidationError, data: Mapping[str, Any]) -> InputError:
+    """Turn the first pydantic error into our one-line InputError."""
+    errors = exc.errors(include_url=False)
+    # pairs: pydantic reports one error per union member; prefer the most specific
+    first = errors[0]
+    for e in errors:
+        if e["type"] == "otaudit":
+            first = e
+            break
+    loc = tuple(first["loc"])
+    # drop union-member tags (e.g. 'literal['all']', 'PairsNew') from the location
+    loc = tuple(p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p)))
+    dataset: str | None = None
+    rest = loc
+    if len(loc) >= 2 and loc[0] == "datasets" and isinstance(loc[1], int):
+        i = loc[1]
+        raw = data.get("datasets") or []
+        raw_i = raw[i] if isinstance(raw, list) and i < len(raw) else None
+        nm = raw_i.get("name") if isinstance(raw_i, Mapping) else None
+        dataset = nm if isinstance(nm, str) and nm else f"datasets[{i}]"
+        rest = loc[2:]
+    typ = first["type"]
+    ctx = first.get("ctx") or {}
+    field = ".".join(str(p) for p in rest) or None
+    n_more = len({tuple(e["loc"])[:1] + tuple(e["loc"])[1:3] for e in errors}) - 1
+    if typ == "otaudit":
+        problem, fix = ctx["problem"], ctx["fix"]
+        if ctx.get("field"):
+            field = ctx["field"]
+        if ctx.get("dataset"):
+            dataset = ctx["dataset"]
+    elif typ == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent is not None else ""
+        problem = f"unknown key {loc[-1]!r}"
+        fix = "remove it or check its spelling" + (f" (allowed: {allowed})" if allowed else "")
+    elif typ == "missing":
+        problem = "required field is missing"
+        fix = f"add `{rest[-1]}: ...`" if rest else "add it"
+    elif typ in ("literal_error", "enum"):
+        problem = f"unknown value {first.get('input')!r}"
+        fix = f"use one of {ctx.get('expected', '')}"
+    elif typ in ("too_short", "too_long"):
+        problem = first["msg"][0].lower() + first["msg"][1:]
+        fix = "check the number of entries"
+    else:
+        inp = first.get("input")
+        shown = repr(inp) if not isinstance(inp, Mapping | list) else type(inp).__name__
+        if field and ("storage_options" in field or _SECRET_RE.search(field)):
+            shown = MASK
+        msg = first["msg"]
+        problem = f"{msg[0].lower()}{msg[1:]} (got {shown})"
+        fix = _TYPE_FIX.get(typ, "correct the value as the problem says").format(**ctx)
+    if field and field.startswith("pairs"):
+        field = "pairs"
+        if typ != "otaudit":
+            problem = f"invalid pairs value {redact(data.get('pairs'))!r}"
+            n_more = len({tuple(e["loc"])[:1] for e in errors}) - 1
+            fix = "use `all`, `{new: [names]}` or `{target: name}`"
+    if n_more:
+        problem += f" (and {n_more} more problem{'s' if n_more > 1 else ''})"
+    return InputError(problem, dataset=dataset, field=field, fix=fix)
+
+
+def _expand_env(obj: Any, where: str) -> Any:
+    """Replace ``${VAR}`` in storage_options string values by the environment's value."""
+    if isinstance(obj, Mapping):
+        return {k: _expand_env(v, where) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_expand_env(v, where) for v in obj]
+    if isinstance(obj, str):
+
+        def sub(m: re.Match[str]) -> str:
+            var = m.group(1)
+            if var not in os.environ:
+                raise InputError(
+                    f"environment variable {var} is not set",
+                    field=where,
+                    fix=f"export {var}=... before running, or remove ${{{var}}}",
+                )
+            return os.environ[var]
+
+        return _ENV_RE.sub(sub, obj)
+    return obj
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri
+
+
+def _resolve(uri: str, base_dir: Path | None) -> str:
+    if base_dir is None or not _is_local(uri):
+        return uri
+    p = Path(uri).expanduser()
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+def parse_manifest(data: Any, *, base_dir: str | Path | None = None) -> Manifest:
+    """Validate an already-parsed manifest mapping (one-line InputError on failure)."""
+    if not isinstance(data, Mapping):
+        raise InputError(
+            f"the manifest must be a YAML mapping, got {type(data).__name__}",
+            field="manifest",
+            fix="start the file with `name: ...`, `output: ...`",
+        )
+    data = dict(data)
+    base = Path(base_dir) if base_dir is not None else None
+    # environment references and relative paths, before validation
+    if isinstance(data.get("storage_options"), Mapping):
+        data["storage_options"] = _expand_env(data["storage_options"], "storage_options")
+    if isinstance(data.get("output"), str):
+        data["output"] = _resolve(data["output"], base)
+    if isinstance(data.get("datasets"), list):
+        new = []
+        for i, d in enumerate(data["datasets"]):
+            if isinstance(d, Mapping):
+                d = dict(d)
+                label = d.get("name") if isinstance(d.get("name"), str) else f"datasets[{i}]"
+                if isinstance(d.get("storage_options"), Mapping):
+                    try:
+                        d["storage_options"] = _expand_env(d["storage_options"], "storage_options")
+                    except InputError as e:
+                        raise InputError(
+                            e.problem, dataset=label, field=e.field, fix=e.fix
+                        ) from None
+                if isinstance(d.get("uri"), str):
+                    d["uri"] = _resolve(d["uri"], base)
+                emb = d.get("embedder")
+                if isinstance(emb, Mapping) and isinstance(emb.get("path"), str):
+                    emb = dict(emb)
+                    emb["path"] = _resolve(emb["path"], base)
+                    d["embedder"] = emb
+            new.append(d)
+        data["datasets"] = new
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as e:
+        raise _pydantic_to_input_error(e, data) from None
+
+
+def load_manifest(
+    path_or_text: str | Path, *, storage_options: dict[str, Any] | None = None
+) -> Manifest:
+    """Load and validate a manifest from a path, an fsspec URI or YAML text.
+
+    A ``Path``, or a string without a newline that names an existing file or ends in
+    ``.yaml``/``.yml``/``.json``, is read as a file (``storage_options`` are used to read a
+    remote one); anything else is parsed as YAML text.  Relative local paths inside a
+    manifest file are resolved against the file's directory.
+    """
+    base_dir: Path | None = None
+    source = "manifest"
+    if isinstance(path_or_text, Path) or (
+        isinstance(path_or_text, str)
+        and "\n" not in path_or_text
+        and (path_or_text.endswith((".yaml", ".yml", ".json")) or os.path.isfile(path_or_text))
+    ):
+        src = str(path_or_text)
+        source = f"manifest {redact(src)!r}"
+        if _is_local(src) or src.startswith("file://"):
+            p = Path(src[len("file://") :] if src.startswith("file://") else src).expanduser()
+            if not p.is_file():
+                raise InputError(
+                    f"{source} not found",
+                    field="manifest",
+                    fix="check the path of the manifest file",
+                )
+            text = p.read_text(encoding="utf-8")
+            base_dir = p.resolve().parent
+        else:
+            from .storage import Store  # lazy: storage is the only fsspec user
+
+            parent, _, leaf = src.rstrip("/").rpartition("/")
+            text = Store(parent, storage_options).read_bytes(leaf).decode("utf-8")
+    else:
+        text = str(path_or_text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(
+            f"{source} is not valid YAML{where}: {what}",
+            field="manifest",
+            fix="fix the YAML syntax there (indentation, ':' and quotes)",
+        ) from None
+    return parse_manifest(data, base_dir=base_dir)
+
+
+def select_pairs(m: Manifest) -> list[tuple[str, str]]:
+    """The pairs to compute: ordered (manifest order), deduplicated, no self-pairs.
+
+    Every pair is ``(a, b)`` with ``a`` listed before ``b`` in the manifest.
+    ``all`` gives every unordered pair; ``{new: [...]}`` every pair with at least one new
+    dataset; ``{target: t}`` every pair containing ``t``.
+    """
+    names = [d.name for d in m.datasets]
+    if m.pairs == "all":
+        focus = set(names)
+    elif isinstance(m.pairs, PairsNew):
+        focus = set(m.pairs.new)
+    else:
+        focus = {m.pairs.target}
+    out: list[tuple[str, str]] = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if a in focus or b in focus:
+                out.append((a, b))
+    return out
