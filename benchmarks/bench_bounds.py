@@ -118,7 +118,7 @@ def main() -> None:
             ("random", "independent", None, {"refine": 0}),
         ]
         if n > 10_000:
-            configs = [("aligned", "diagonal", None, {"refine": 2})]
+            configs = [("aligned", "diagonal", None, {"refine": 3})]
         for part, coup, bud, kw in configs:
             r = otaudit.ot_bounds(
                 X, Y, batch_size=args.batch_size, partition=part, coupling=coup, budget=bud, **kw

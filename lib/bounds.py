@@ -31,8 +31,21 @@ is needed. With the block LP's duals ``(u, v)`` (``u_i + v_j <= D_ij``), ``f + u
 The potentials come from the block solves' exact duals (stitched), so the lower bound is
 tight where the blocks follow the optimal plan.
 
-Both bounds are evaluated with float64 costs. Feasibility of the glued plan holds up to
-float64 round-off of the block masses (relative ~1e-15).
+**Dual ascent.** For problems up to ``config.BOUNDS_LOWER_SINKHORN_MAX_ENTRIES`` entries the
+certified potentials are then improved by a few full-problem log-domain Sinkhorn iterations
+(eps schedule ``config.BOUNDS_LOWER_SINKHORN_REGS`` relative to the upper bound) warm-started
+at them, with float32 residual blocks recomputed by matmul (:func:`sinkhorn_dual_ascent`),
+and certified again by the LP correction + c-transforms; the larger of the two bounds is
+kept (on gauss 10-d 3k x 3k: LB -4.9 % -> -0.1 %; digits 64-d: -8.7 % -> -2.0 %).
+
+Precision. Upper bounds are evaluated in float64 on the support of the glued plan (block
+costs from ``cost.block``). The lower-bound passes (block minima ``D``, c-transforms, the
+proxy ``L`` of column generation) use, for costs offering it
+(:meth:`otaudit.cost.SqEuclidean.lower_block`), float32 blocks with a rigorous error margin:
+``D`` and ``L`` are lowered by the margin (so they remain lower bounds), the c-transforms
+recompute the candidates within twice the margin of the minimum in float64 (so they are
+the float64 c-transforms). Feasibility of the glued plan holds up to float64 round-off of
+the block masses (relative ~1e-15).
 """
 
 from __future__ import annotations
@@ -48,7 +61,14 @@ import torch
 
 from . import config
 from ._arrays import as_points, as_weights, check_pair, device_of
-from .cost import GroundCost, SqEuclidean, c_transform, chunk_size, row_chunks
+from .cost import (
+    GroundCost,
+    SqEuclidean,
+    c_transform,
+    chunk_size,
+    has_lower_block,
+    row_chunks,
+)
 from .errors import ConvergenceWarning, InputError
 from .exact import emd
 from .partition import Blocks, aligned_pieces, kmeans, random_blocks
@@ -195,17 +215,31 @@ def block_residual_min(
     lab_y: torch.Tensor,
     ky: int,
     budget_bytes: int | None = None,
+    *,
+    fast: bool = False,
 ) -> torch.Tensor:
     """``D_ij = min_{p: lab_x[p]=i, q: lab_y[q]=j} C_pq - f_p - g_q`` (``[kx, ky]``, float64),
-    blockwise over rows of the cost (memory: one ``[rows, m]`` block)."""
+    blockwise over rows of the cost (memory: one ``[rows, m]`` block).
+
+    ``fast=True`` (costs with ``lower_block`` only): float32 blocks minus their certified
+    margin, so the result is a rigorous lower bound of ``D`` (what the LP correction needs:
+    any ``D' <= D`` keeps the bound valid)."""
     dev = f.device
+    fast = fast and has_lower_block(cost)
     D = torch.full((kx, ky), math.inf, dtype=torch.float64, device=dev)
-    rows = chunk_size(cost.m, budget_bytes)
+    rows = chunk_size(cost.m, budget_bytes, itemsize=2 if fast else 8)
     for I in row_chunks(cost.n, rows):
-        R = cost.block(I, None) - f[I, None] - g[None, :]
-        r = R.shape[0]
-        Rm = torch.full((r, ky), math.inf, dtype=torch.float64, device=dev)
-        Rm.scatter_reduce_(1, lab_y[None, :].expand(r, -1), R, reduce="amin")
+        if fast:
+            B, margin = cost.lower_block(I, None, f[I], g)  # type: ignore[attr-defined]
+            r = B.shape[0]
+            Rm = torch.full((r, ky), math.inf, dtype=B.dtype, device=dev)
+            Rm.scatter_reduce_(1, lab_y[None, :].expand(r, -1), B, reduce="amin")
+            Rm = Rm.to(torch.float64) - margin
+        else:
+            R = cost.block(I, None) - f[I, None] - g[None, :]
+            r = R.shape[0]
+            Rm = torch.full((r, ky), math.inf, dtype=torch.float64, device=dev)
+            Rm.scatter_reduce_(1, lab_y[None, :].expand(r, -1), R, reduce="amin")
         D.scatter_reduce_(0, lab_x[I, None].expand(-1, ky), Rm, reduce="amin")
     return D
 
@@ -220,21 +254,29 @@ def certify_lower(
     lab_y: torch.Tensor,
     *,
     n_ctransform: int = 2,
+    fast: bool = True,
 ) -> tuple[float, torch.Tensor, torch.Tensor, dict]:
     """Certified lower bound from ANY potentials ``f [n]``, ``g [m]`` (not necessarily
     feasible) and disjoint labels: block-LP correction, fold its duals into (f, g), then
     ``n_ctransform`` alternating c-transforms. Returns ``(lower, f, g, info)`` with (f, g)
-    dual feasible. Cost: ``1 + n_ctransform`` passes over the ``n x m`` costs."""
+    dual feasible. Cost: ``1 + n_ctransform`` passes over the ``n x m`` costs.
+
+    ``fast`` (default): for costs with ``lower_block`` the passes use certified float32
+    lower blocks (one matmul each; see :meth:`otaudit.cost.SqEuclidean.lower_block`), which
+    lowers the bound by at most ~1e-6 relative and keeps it rigorous."""
     f = f.to(torch.float64).clone()
     g = g.to(torch.float64).clone()
     ux, lx = torch.unique(lab_x, return_inverse=True)
     uy, ly = torch.unique(lab_y, return_inverse=True)
     kx, ky = ux.numel(), uy.numel()
-    D = block_residual_min(cost, f, g, lx, kx, ly, ky)
+    D = block_residual_min(cost, f, g, lx, kx, ly, ky, fast=fast)
     alpha = torch.zeros(kx, dtype=torch.float64, device=a.device).index_add_(0, lx, a)
     beta = torch.zeros(ky, dtype=torch.float64, device=b.device).index_add_(0, ly, b)
-    sol = emd(alpha, beta, D)
-    u = torch.from_numpy(sol.f).to(f.device)
+    # POT's network simplex can report "infeasible" on costs that are all negative: solve
+    # with D - min D >= 0 and shift u back (u + v <= D - min D  <=>  (u + min D) + v <= D)
+    d0 = float(D.min())
+    sol = emd(alpha, beta, D - d0)
+    u = torch.from_numpy(sol.f).to(f.device) + d0
     v = torch.from_numpy(sol.g).to(f.device)
     # the LP duals satisfy u_i + v_j <= D_ij up to round-off; enforce it exactly
     slack = (D - u[:, None] - v[None, :]).amin()
@@ -246,9 +288,9 @@ def certify_lower(
     lbs = [lb_lp]
     for t in range(n_ctransform):
         if t % 2 == 0:
-            g = c_transform(cost, f, side="x")
+            g = c_transform(cost, f, side="x", fast=fast)
         else:
-            f = c_transform(cost, g, side="y")
+            f = c_transform(cost, g, side="y", fast=fast)
         lbs.append(float((f * a).sum() + (g * b).sum()))
     return (
         max(lbs),
@@ -256,6 +298,45 @@ def certify_lower(
         g,
         {"lb_lp_correction": lb_lp, "lb_ctransform": lbs[-1], "lb_blocks": [kx, ky]},
     )
+
+
+def sinkhorn_dual_ascent(
+    cost: GroundCost,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    regs: list[float],
+    n_iter: int,
+    budget_bytes: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Improve potentials by log-domain Sinkhorn on the full problem, warm-started at
+    ``(f, g)``, with costs recomputed block by block as float32 residuals
+    ``B ~ C - f - g`` (:meth:`otaudit.cost.SqEuclidean.lower_block`, one matmul per block):
+    ``f_i <- f_i - eps LSE_j(-B_ij / eps + log b_j)``, then the same for ``g``; ``n_iter``
+    iterations at each ``eps`` of ``regs`` (decreasing). The result is NOT certified by
+    itself (potentials only): feed it to :func:`certify_lower`. Memory: one block.
+    """
+    f = f.to(torch.float64).clone()
+    g = g.to(torch.float64).clone()
+    la = torch.where(a > 0, a.clamp(min=1e-300).log(), torch.full_like(a, -math.inf))
+    lb = torch.where(b > 0, b.clamp(min=1e-300).log(), torch.full_like(b, -math.inf))
+    la32, lb32 = la.float(), lb.float()
+    rows_x = chunk_size(cost.m, budget_bytes, itemsize=4)
+    rows_y = chunk_size(cost.n, budget_bytes, itemsize=4)
+    for eps in regs:
+        for _ in range(n_iter):
+            for I in row_chunks(cost.n, rows_x):
+                B, _ = cost.lower_block(I, None, f[I], g)  # type: ignore[attr-defined]
+                B.div_(-eps).add_(lb32[None, :])
+                f[I] -= eps * torch.logsumexp(B, dim=1).to(torch.float64)
+            for J in row_chunks(cost.m, rows_y):
+                B, _ = cost.lower_block(None, J, f, g[J])  # type: ignore[attr-defined]
+                B.div_(-eps).add_(la32[:, None])
+                g[J] -= eps * torch.logsumexp(B, dim=0).to(torch.float64)
+    f = torch.where(a > 0, f, torch.zeros_like(f))
+    g = torch.where(b > 0, g, torch.zeros_like(g))
+    return f, g
 
 
 # ----------------------------------------------------------------------------------------
@@ -299,8 +380,13 @@ def _proxy_lower(cost: GroundCost, BX: Blocks, BY: Blocks) -> torch.Tensor:
     )
     ky = len(BY)
     L = torch.empty(len(BX), ky, dtype=torch.float64, device=dev)
+    fast = has_lower_block(cost)
     for i, I in enumerate(BX.idx):
-        C = cost.block(I, allY).amin(0)
+        if fast:  # certified float32 lower block: min - margin <= the true min cost
+            B, margin = cost.lower_block(I, allY)  # type: ignore[attr-defined]
+            C = B.amin(0).to(torch.float64) - margin
+        else:
+            C = cost.block(I, allY).amin(0)
         L[i] = torch.full((ky,), math.inf, dtype=torch.float64, device=dev).scatter_reduce(
             0, ylab, C, reduce="amin"
         )
@@ -414,6 +500,7 @@ def minibatch_bounds(
     n_permutations: int = 2,
     lower: str = "lp+ctransform",
     lower_rounds: int = config.BOUNDS_LOWER_ROUNDS,
+    lower_sinkhorn: int | None = None,
 ) -> OTResult:
     """Certified mini-batch lower/upper bounds on ``OT(a, b)`` for any ground cost.
 
@@ -442,6 +529,13 @@ def minibatch_bounds(
             (each round re-solves every group once; the solves count against ``budget``).
         lower: ``"lp+ctransform"`` (block-LP correction then two c-transforms; 3 passes
             over the n x m costs) or ``"none"`` (``lower = -inf``).
+        lower_sinkhorn: Sinkhorn iterations per ``eps`` of ``config.BOUNDS_LOWER_SINKHORN_REGS``
+            (relative to the upper bound) of full-problem dual ascent warm-started at the
+            certified potentials (:func:`sinkhorn_dual_ascent`, float32 residual blocks),
+            followed by a new certification (the bound kept is the max, so it never gets
+            worse); 0 = off; None = ``config.BOUNDS_LOWER_SINKHORN_ITERS`` when
+            ``n * m <= config.BOUNDS_LOWER_SINKHORN_MAX_ENTRIES``, else off. Costs with
+            ``lower_block`` (:class:`otaudit.cost.SqEuclidean`) only.
         lower_rounds: LP-correction rounds of the lower bound (round r > 0 uses k-means
             partitions of X and Y; each round can only raise the bound; 3 passes each).
     Returns:
@@ -619,9 +713,8 @@ def minibatch_bounds(
     if lower == "none":
         lb = -math.inf
     else:
-        lb, f, g, info = certify_lower(
-            cost, a, b, duals["f"], duals["g"], duals["lab_x"], duals["lab_y"]
-        )
+        lab_x0, lab_y0 = duals["lab_x"], duals["lab_y"]
+        lb, f, g, info = certify_lower(cost, a, b, duals["f"], duals["g"], lab_x0, lab_y0)
         extra.update(info)
         lb_hist = [lb]
         for r in range(lower_rounds - 1):
@@ -632,6 +725,17 @@ def minibatch_bounds(
             lab_y, _ = kmeans(Zy, b, min(k, cost.m), gen, n_iter=4)
             lb_r, f, g, _ = certify_lower(cost, a, b, f, g, lab_x, lab_y)
             lb_hist.append(lb_r)
+        if lower_sinkhorn is None:
+            small = cost.n * cost.m <= config.BOUNDS_LOWER_SINKHORN_MAX_ENTRIES
+            lower_sinkhorn = config.BOUNDS_LOWER_SINKHORN_ITERS if small else 0
+        if lower_sinkhorn > 0 and has_lower_block(cost) and not (kx == 1 and ky == 1):
+            # dual ascent on the full problem (float32 residual blocks), warm-started at the
+            # certified potentials, then certified again (LP correction + c-transforms)
+            regs = [r * max(ub, 1e-300) for r in config.BOUNDS_LOWER_SINKHORN_REGS]
+            f2, g2 = sinkhorn_dual_ascent(cost, a, b, f, g, regs, lower_sinkhorn)
+            lb_s, f2, g2, info_s = certify_lower(cost, a, b, f2, g2, lab_x0, lab_y0)
+            extra["lb_sinkhorn"] = lb_s
+            lb_hist.append(lb_s)
         lb = max(lb_hist)
         extra["lower_history"] = lb_hist
     lb = min(lb, ub)  # never report lower > upper from round-off (both remain valid)

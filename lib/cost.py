@@ -7,10 +7,17 @@ label-to-label table) goes through exactly the same code as the plain squared-Eu
 
 ``features_x`` / ``features_y`` are the coordinates used to build partitions (for OTDD: the
 features scaled by ``sqrt(lambda_x)``).
+
+A cost may also offer ``lower_block(I, J, p, q) -> (B, margin)`` (:class:`SqEuclidean` does):
+a fast, low-precision block ``B`` (float32, one matmul) and a float64 scalar ``margin`` such
+that, rigorously, ``B[i, j] - margin <= C[I_i, J_j] - p_i - q_j`` for every entry, whatever the
+float32 round-off. Lower bounds (c-transforms, block minima) built from it stay certified;
+upper bounds are always evaluated with :meth:`block` (float64) on a plan's support.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
@@ -25,7 +32,11 @@ __all__ = [
     "row_chunks",
     "c_transform",
     "chunk_size",
+    "has_lower_block",
+    "matmul_unit_roundoff",
 ]
+
+_U64 = 2.0**-53
 
 
 def sq_euclidean(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -35,19 +46,42 @@ def sq_euclidean(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     differences the entries whose value is below 1e-9 of ``|x|^2 + |y|^2`` — where the
     expansion loses its relative accuracy. So ``C(x, x) == 0`` exactly and small costs
     are accurate to float64 round-off, which d(D, D) = 0 relies on.
+
+    The fix-up is only looked for in rows that can hold such an entry: row ``i`` can only if
+    ``min_j C_ij <= 1e-9 (|x_i|^2 + max_j |y_j|^2)`` (one row reduction instead of three
+    full-size temporaries); the selected entries are exactly those of the full test.
     """
     X = X.to(torch.float64)
     Y = Y.to(torch.float64)
     nx = (X * X).sum(1)
     ny = (Y * Y).sum(1)
-    C = nx[:, None] + ny[None, :] - 2.0 * (X @ Y.T)
-    C.clamp_(min=0.0)
-    scale = nx[:, None] + ny[None, :]
-    small = C <= 1e-9 * scale
-    if bool(small.any()):
-        ii, jj = small.nonzero(as_tuple=True)
-        C[ii, jj] = ((X[ii] - Y[jj]) ** 2).sum(1)
+    C = X @ Y.T
+    C.mul_(-2.0).add_(nx[:, None]).add_(ny[None, :]).clamp_(min=0.0)
+    if C.numel() == 0:
+        return C
+    cand = (C.amin(1) <= 1e-9 * (nx + ny.max())).nonzero().flatten()
+    if cand.numel():
+        Cs = C[cand]
+        small = Cs <= 1e-9 * (nx[cand, None] + ny[None, :])
+        if bool(small.any()):
+            ii, jj = small.nonzero(as_tuple=True)
+            C[cand[ii], jj] = ((X[cand[ii]] - Y[jj]) ** 2).sum(1)
     return C
+
+
+def matmul_unit_roundoff(device: torch.device) -> float:
+    """Unit round-off ``u`` to assume for a float32 matmul on ``device`` under torch's current
+    settings: ``2^-24`` for IEEE float32; ``2^-8`` (bfloat16, the coarsest torch may use) when
+    ``torch.get_float32_matmul_precision() != "highest"`` or, on CUDA, TF32 is allowed."""
+    lowered = torch.get_float32_matmul_precision() != "highest"
+    if torch.device(device).type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        lowered = True
+    return 2.0**-8 if lowered else 2.0**-24
+
+
+def has_lower_block(cost: object) -> bool:
+    """Whether ``cost`` offers the certified fast ``lower_block`` (see module docstring)."""
+    return callable(getattr(cost, "lower_block", None))
 
 
 @runtime_checkable
@@ -71,6 +105,48 @@ class GroundCost(Protocol):
     ) -> torch.Tensor: ...
 
 
+class _Centred32:
+    """float32 copies of X and Y centred at a common point, with a rigorous bound on what the
+    centring and the rounding changed.
+
+    ``mu = (mean X + mean Y) / 2``; ``x~ = fl32(fl64(x - mu))`` (a float32 number, used
+    exactly from then on). The residual ``r_x = (x - mu) - x~`` has norm at most
+    ``e_x = ||fl64(fl64(x - mu) - x~)|| (1 + 2^-40) + u64 (||x|| + ||mu||) (1 + 2^-40)``: the
+    first float64 subtraction errs by at most ``u64 |x_k - mu_k| <= u64 (|x_k| + |mu_k|)`` per
+    coordinate, the second is exact (a double minus its float32 rounding is a double), the
+    norm's own float64 round-off is covered by the ``2^-40`` factor (d < 2^12). Then, for
+    real numbers, ``||x - y|| >= ||x~ - y~|| - (e_x + e_y)``, hence
+    ``||x - y||^2 >= ||x~ - y~||^2 - 2 (||x~|| + ||y~||)(e_x + e_y) >= ||x~ - y~||^2 - E``
+    and likewise ``||x - y||^2 <= ||x~ - y~||^2 + E``, with the scalar
+    ``E = 2 (max ||x~|| + max ||y~||)(max e_x + max e_y) + (max e_x + max e_y)^2``.
+    """
+
+    def __init__(self, X: torch.Tensor, Y: torch.Tensor):
+        X = X.to(torch.float64)
+        Y = Y.to(torch.float64)
+        mu = 0.5 * (X.mean(0) + Y.mean(0)) if X.numel() and Y.numel() else X.new_zeros(0)
+        tight = 1.0 + 2.0**-40
+        nmu = float(mu.norm()) if mu.numel() else 0.0
+
+        def prep(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+            Zc = Z - mu
+            Z32 = Zc.to(torch.float32)
+            z64 = Z32.to(torch.float64)
+            e = ((Zc - z64).norm(dim=1) * tight + _U64 * (Z.norm(dim=1) + nmu) * tight).max()
+            nz = (z64 * z64).sum(1)  # ||z~||^2, float64 (error <= d u64 relative)
+            return (
+                Z32,
+                nz,
+                float(e) if Z.shape[0] else 0.0,
+                float(nz.max().sqrt()) if Z.shape[0] else 0.0,
+            )
+
+        self.X32, self.nx, ex, rx = prep(X)
+        self.Y32, self.ny, ey, ry = prep(Y)
+        self.E = (2.0 * (rx + ry) * (ex + ey) + (ex + ey) ** 2) * tight
+        self.d = X.shape[1]
+
+
 class SqEuclidean:
     """Squared Euclidean cost ``c(x, y) = ||x - y||^2`` between ``X [n, d]`` and ``Y [m, d]``."""
 
@@ -79,6 +155,7 @@ class SqEuclidean:
         self.Y = Y
         self.n = X.shape[0]
         self.m = Y.shape[0]
+        self._c32: _Centred32 | None = None
 
     @property
     def device(self) -> torch.device:
@@ -100,6 +177,78 @@ class SqEuclidean:
     def transpose(self) -> SqEuclidean:
         return SqEuclidean(self.Y, self.X)
 
+    def lower_block(
+        self,
+        I: torch.Tensor | slice | None = None,
+        J: torch.Tensor | slice | None = None,
+        p: torch.Tensor | None = None,
+        q: torch.Tensor | None = None,
+        *,
+        transposed: bool = False,
+    ) -> tuple[torch.Tensor, float]:
+        """Certified fast block: returns ``(B [|I|, |J|] float32, margin)`` (``[|J|, |I|]``,
+        i.e. ``B^T`` computed directly, with ``transposed=True``) with
+        ``|B_ij - (||x_i - y_j||^2 - p_i - q_j)| <= margin`` rigorously (real arithmetic),
+        where ``p [|I|]``, ``q [|J|]`` are float64 potentials (None: zero). So ``B - margin``
+        is a certified lower bound of the residual and ``B + margin`` an upper one.
+
+        One float32 matmul of augmented vectors: with a power of two ``s`` and a shift
+        ``t``, ``hx_i = fl64(|x~_i|^2 - p_i + t)``, ``hy_j = fl64(|y~_j|^2 - q_j - t)``,
+        ``xa_i = [-2 x~_i, fl32(hx_i / s), s]``, ``ya_j = [y~_j, s, fl32(hy_j / s)]``, so that
+        in real arithmetic ``xa_i . ya_j = ||x~_i - y~_j||^2 - p_i - q_j + dx_i + dy_j`` with
+        ``dx_i = fl32(hx_i) - hx_i^true`` (``s`` scales exactly). Error terms, all bounded:
+
+        * matmul: ``|fl(xa . ya) - xa . ya| <= gamma_k |xa| . |ya| <= gamma_k ||xa|| ||ya||``,
+          ``k = d + 2``, ``gamma_k = k u / (1 - k u)`` (Higham, Thm 3.1; any summation order,
+          FMA or not), ``u`` from :func:`matmul_unit_roundoff`;
+        * ``|dx_i| <= |hx_i - s fl32(hx_i / s)| + (d + 3) u64 (|x~_i|^2 + |p_i| + |t|)`` (the
+          first term is computed exactly in float64; the second covers the float64 sums,
+          ``|x~_i|^2`` included);
+        * the centring/rounding of the points: ``E`` (see :class:`_Centred32`).
+
+        ``margin`` = the sum of the maxima of these terms over the block, times 2 (covers the
+        round-off of computing the margin itself and of ``float64(B) - margin``).
+        """
+        if self._c32 is None:
+            self._c32 = _Centred32(self.X, self.Y)
+        c = self._c32
+        X32 = c.X32 if I is None else c.X32[I]
+        Y32 = c.Y32 if J is None else c.Y32[J]
+        nx = c.nx if I is None else c.nx[I]
+        ny = c.ny if J is None else c.ny[J]
+        dev = X32.device
+        p = torch.zeros_like(nx) if p is None else p.to(torch.float64).to(dev)
+        q = torch.zeros_like(ny) if q is None else q.to(torch.float64).to(dev)
+        if nx.numel() == 0 or ny.numel() == 0:
+            return torch.empty(nx.numel(), ny.numel(), dtype=torch.float32, device=dev), 0.0
+        hx0 = nx - p
+        hy0 = ny - q
+        t = 0.5 * (float(hy0.median()) - float(hx0.median()))  # balances |hx| and |hy|
+        hx = hx0 + t
+        hy = hy0 - t
+        H = max(float(hx.abs().max()), float(hy.abs().max()), 1e-300)
+        s = 2.0 ** round(0.5 * math.log2(H))  # power of two: scaling by s is exact
+        hx32 = (hx / s).to(torch.float32)
+        hy32 = (hy / s).to(torch.float32)
+        dx = float((hx - hx32.to(torch.float64) * s).abs().max()) + (c.d + 3) * _U64 * float(
+            (nx + p.abs()).max() + abs(t)
+        )
+        dy = float((hy - hy32.to(torch.float64) * s).abs().max()) + (c.d + 3) * _U64 * float(
+            (ny + q.abs()).max() + abs(t)
+        )
+        ones_x = torch.full((X32.shape[0], 1), s, dtype=torch.float32, device=dev)
+        ones_y = torch.full((Y32.shape[0], 1), s, dtype=torch.float32, device=dev)
+        xa = torch.cat([-2.0 * X32, hx32[:, None], ones_x], 1)
+        ya = torch.cat([Y32, ones_y, hy32[:, None]], 1)
+        B = ya @ xa.T if transposed else xa @ ya.T
+        k = c.d + 2
+        u = matmul_unit_roundoff(dev)
+        gamma = k * u / (1.0 - k * u)
+        na = float(xa.to(torch.float64).norm(dim=1).max())
+        nb = float(ya.to(torch.float64).norm(dim=1).max())
+        margin = 2.0 * (gamma * na * nb + dx + dy + c.E) + 4 * _U64 * float(H) * 2
+        return B, margin
+
 
 def chunk_size(other: int, budget_bytes: int | None = None, itemsize: int = 8) -> int:
     """Rows per chunk so that a ``[rows, other]`` block fits the memory budget."""
@@ -112,8 +261,54 @@ def row_chunks(n: int, rows: int) -> Iterator[slice]:
         yield slice(s, min(n, s + rows))
 
 
+def _exact_candidates(
+    B: torch.Tensor,
+    margin: float,
+    pot: torch.Tensor,
+    P_out: torch.Tensor,
+    P_cand: torch.Tensor,
+) -> torch.Tensor | None:
+    """Exact ``min_k ||P_out[r] - P_cand[k]||^2 - pot[k]`` for every row ``r`` of a fast block
+    ``B [n_out, n_cand]`` with ``|B - (C - pot)| <= margin``: the arg-min lies among the
+    entries with ``B <= min B + 2 margin`` (``B_{k*} <= R* + margin <= B_min + 2 margin``);
+    those are recomputed in float64 by direct differences (exact zeros for identical
+    points). Reductions run along the contiguous dimension. Returns None when the candidates
+    are too many (more than 32 per output); the caller then uses the float64 block."""
+    n_out, n_cand = B.shape
+    bmin, arg1 = B.min(dim=1)  # smallest, then second smallest per row (B is ours)
+    thr = (bmin.to(torch.float64) + 2.0 * margin) * (1 + 2.0**-20) + 2.0**-100
+    thr32 = thr.to(torch.float32)
+    thr32 = torch.nextafter(thr32, torch.full_like(thr32, math.inf))
+    if n_cand >= 2:
+        B.scatter_(1, arg1[:, None], math.inf)
+        amb = B.amin(dim=1) <= thr32  # second smallest also within reach
+        B.scatter_(1, arg1[:, None], bmin[:, None])
+    else:
+        amb = torch.zeros(n_out, dtype=torch.bool, device=B.device)
+    rows = torch.arange(n_out, device=B.device)
+    keep = ~amb
+    r_l, k_l = [rows[keep]], [arg1[keep]]
+    amb_idx = amb.nonzero().flatten()
+    if amb_idx.numel():
+        mask = B[amb_idx] <= thr32[amb_idx, None]
+        if int(mask.count_nonzero()) > 32 * n_out:
+            return None
+        a_, k_ = mask.nonzero(as_tuple=True)
+        r_l.append(amb_idx[a_])
+        k_l.append(k_)
+    rr, kk = torch.cat(r_l), torch.cat(k_l)
+    val = ((P_out[rr].to(torch.float64) - P_cand[kk].to(torch.float64)) ** 2).sum(1) - pot[kk]
+    out = torch.full((n_out,), math.inf, dtype=torch.float64, device=B.device)
+    return out.scatter_reduce_(0, rr, val, reduce="amin")
+
+
 def c_transform(
-    cost: GroundCost, f: torch.Tensor, *, side: str = "x", budget_bytes: int | None = None
+    cost: GroundCost,
+    f: torch.Tensor,
+    *,
+    side: str = "x",
+    budget_bytes: int | None = None,
+    fast: bool = False,
 ) -> torch.Tensor:
     """Exact c-transform, blockwise.
 
@@ -121,20 +316,40 @@ def c_transform(
     ``side="y"``: given ``g`` on Y returns ``f(x) = min_y c(x, y) - g(y)`` on X.
     The pair (f, f^c) is dual-feasible: ``f(x) + f^c(y) <= c(x, y)`` for every x, y, up to
     float64 round-off of the cost itself. Memory: one ``[rows, n or m]`` block at a time.
+
+    ``fast=True`` (costs with ``lower_block``, e.g. :class:`SqEuclidean`; ignored otherwise):
+    each block is one float32 matmul with a rigorous error ``margin``; the entries within
+    ``2 margin`` of the block minimum (which contain the exact arg-min) are recomputed in
+    float64 by direct differences, so the result is the same exact c-transform (float64
+    round-off of the cost only) at float32 matmul speed. A block with too many candidates
+    is computed in float64 instead.
     """
     f = f.to(torch.float64)
+    fast = fast and has_lower_block(cost)
+    if side not in ("x", "y"):
+        raise ValueError(f"side must be 'x' or 'y', got {side!r}")
     if side == "x":
         out = torch.empty(cost.m, dtype=torch.float64, device=f.device)
-        rows = chunk_size(cost.n, budget_bytes)
+        rows = chunk_size(cost.n, budget_bytes, itemsize=2 if fast else 8)
         for J in row_chunks(cost.m, rows):
+            if fast:
+                B, margin = cost.lower_block(None, J, f, None, transposed=True)  # type: ignore[attr-defined]
+                res = _exact_candidates(B, margin, f, cost.Y[J], cost.X)  # type: ignore[attr-defined]
+                if res is not None:
+                    out[J] = res
+                    continue
             C = cost.block(None, J)  # [n, |J|]
             out[J] = (C - f[:, None]).min(dim=0).values
         return out
-    if side == "y":
-        out = torch.empty(cost.n, dtype=torch.float64, device=f.device)
-        rows = chunk_size(cost.m, budget_bytes)
-        for I in row_chunks(cost.n, rows):
-            C = cost.block(I, None)  # [|I|, m]
-            out[I] = (C - f[None, :]).min(dim=1).values
-        return out
-    raise ValueError(f"side must be 'x' or 'y', got {side!r}")
+    out = torch.empty(cost.n, dtype=torch.float64, device=f.device)
+    rows = chunk_size(cost.m, budget_bytes, itemsize=2 if fast else 8)
+    for I in row_chunks(cost.n, rows):
+        if fast:
+            B, margin = cost.lower_block(I, None, None, f)  # type: ignore[attr-defined]
+            res = _exact_candidates(B, margin, f, cost.X[I], cost.Y)  # type: ignore[attr-defined]
+            if res is not None:
+                out[I] = res
+                continue
+        C = cost.block(I, None)  # [|I|, m]
+        out[I] = (C - f[None, :]).min(dim=1).values
+    return out

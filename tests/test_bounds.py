@@ -194,3 +194,18 @@ def test_bad_inputs():
         otaudit.ot_bounds(np.zeros((0, 3)), X)
     with pytest.raises(InputError, match="dimension mismatch"):
         otaudit.ot_bounds(X, X[:, :2])
+
+
+def test_sinkhorn_dual_ascent_tightens_certified_lower_bound():
+    """The dual ascent (default for small problems) never lowers the certified bound, stays
+    below the exact LP, and on a 10-d Gaussian pair closes most of the lower gap."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(700, 10)), rng.normal(size=(700, 10)) * 1.5 + 0.3
+    ex = exact(X, Y)
+    kw = dict(batch_size=100, partition="aligned", coupling="optimal")
+    r0 = otaudit.ot_bounds(X, Y, lower_sinkhorn=0, **kw)
+    r1 = otaudit.ot_bounds(X, Y, lower_sinkhorn=5, **kw)
+    assert brackets(r0, ex) and brackets(r1, ex), (r0.lower, r1.lower, ex)
+    assert r1.lower >= r0.lower
+    # measured: -4.3 % without, -0.15 % with; 1 % leaves room for BLAS/platform differences
+    assert r1.lower >= ex * (1 - 0.01), (r1.lower, ex)

@@ -1,0 +1,62 @@
+"""Memory-boundedness of the blockwise passes (cheap versions of benchmarks/bench_scale.py).
+
+A full ``n x m`` float64 cost at 20 000 x 20 000 would be 3.2 GB; the c-transforms and the
+block minima must instead hold one block of about ``budget_bytes`` at a time. We measure
+the growth of the peak resident memory (``ru_maxrss``) of a fresh subprocess across the
+passes (tracemalloc does not see torch's CPU allocations) and require it to stay under a
+stated multiple of the budget plus the O(n + m) vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CHILD = textwrap.dedent(
+    """
+    import json, resource, torch
+    torch.set_num_threads(1)
+    from otaudit.cost import SqEuclidean, c_transform
+    from otaudit.bounds import block_residual_min
+    n, d, budget = {n}, 8, {budget}
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    Y = torch.randn(n, d, generator=g, dtype=torch.float64) + 0.5
+    cost = SqEuclidean(X, Y)
+    f = torch.zeros(n, dtype=torch.float64)
+    lab = torch.arange(n) % 16
+    _ = c_transform(SqEuclidean(X[:64], Y[:64]), f[:64], fast=True)  # warm up allocators
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    gx = c_transform(cost, f, side="x", fast=True, budget_bytes=budget)
+    fy = c_transform(cost, gx, side="y", fast=True, budget_bytes=budget)
+    D = block_residual_min(cost, fy, gx, lab, 16, lab, 16, budget, fast=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({{"growth": peak - base, "lb": float(fy.mean() + gx.mean()),
+                      "finite": bool(torch.isfinite(D).all())}}))
+    """
+)
+
+
+@pytest.mark.parametrize("n", [20_000])
+def test_passes_stay_within_block_budget(n):
+    budget = 4 * 2**20  # 4 MiB per block
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD.format(n=n, budget=budget)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PATH": ""},
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    full = n * n * 8  # what one float64 n x m cost matrix would take: 3.2 GB
+    # allowed: 16 blocks' worth (the block, its mask / scatter temporaries, allocator slack)
+    # plus 64 vectors of length n (potentials, labels, centred float32 copies): ~0.1 GB,
+    # i.e. < 4 % of the full matrix
+    allowed = 16 * budget + 64 * 8 * n
+    assert r["growth"] <= allowed, (r["growth"], allowed, full)
+    assert r["finite"] and r["lb"] == r["lb"]
