@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from . import config
 from ._arrays import as_labels, as_points, check_pair
 from .errors import InputError
 from .result import OTResult
@@ -56,6 +57,21 @@ def sliced_w2_1d(
     ia = torch.searchsorted(ca, mids).clamp(max=n - 1)
     ib = torch.searchsorted(cb, mids).clamp(max=m - 1)
     return (widths[:, None] * (us[ia] - vs[ib]) ** 2).sum(0)
+
+
+def _projected_w2(
+    Z1: torch.Tensor, Z2: torch.Tensor, theta: torch.Tensor, budget_bytes: int | None = None
+) -> torch.Tensor:
+    """1-D W2² of the projections on each column of ``theta [D, L]``, a few columns at a time
+    so that memory stays ``O((n + m) * chunk)`` within ``config.COST_BLOCK_BYTES``."""
+    n_rows = Z1.shape[0] + Z2.shape[0]
+    budget = config.COST_BLOCK_BYTES if budget_bytes is None else budget_bytes
+    cols = max(1, int(budget // (n_rows * 8 * 6)))  # projections, sorts, merged grid: ~6 copies
+    out = [
+        sliced_w2_1d(Z1 @ theta[:, s : s + cols], Z2 @ theta[:, s : s + cols])
+        for s in range(0, theta.shape[1], cols)
+    ]
+    return torch.cat(out)
 
 
 def _class_means(X: torch.Tensor, codes: torch.Tensor, k: int) -> torch.Tensor:
@@ -115,12 +131,12 @@ def sliced_otdd(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     theta = torch.randn(D, n_projections, generator=gen, dtype=torch.float64).to(Z1.device)
     theta /= theta.norm(dim=0, keepdim=True)
-    estimate = float(D * sliced_w2_1d(Z1 @ theta, Z2 @ theta).mean())
+    estimate = float(D * _projected_w2(Z1, Z2, theta).mean())
     lower = 0.0
     for _ in range(n_frames):
         Q, _r = torch.linalg.qr(torch.randn(D, D, generator=gen, dtype=torch.float64))
         Q = Q.to(Z1.device)
-        lower = max(lower, float(sliced_w2_1d(Z1 @ Q, Z2 @ Q).sum()))
+        lower = max(lower, float(_projected_w2(Z1, Z2, Q).sum()))
     return OTResult(
         value=estimate,
         lower=lower,
