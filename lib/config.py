@@ -97,7 +97,7 @@ CACHE_VERSION: int = 1
 #: Prefect overhead each through the DaskTaskRunner, ECOSYSTEM.md).
 PAIR_BLOCK_MAX: int = 16
 #: Pair blocks per Dask thread (a little over-decomposition balances uneven pairs).
-PAIR_BLOCKS_PER_THREAD: int = 2
+PAIR_BLOCKS_PER_THREAD: int = 4
 #: Task retries on transient storage errors (StorageError) and the delay between them.
 TASK_RETRIES: int = 2
 TASK_RETRY_DELAY_S: float = 1.0
