@@ -62,6 +62,7 @@ import torch
 from . import config
 from ._arrays import as_points, as_weights, check_pair, device_of
 from .cost import (
+    DenseCost,
     GroundCost,
     SqEuclidean,
     c_transform,
@@ -841,11 +842,25 @@ def sinkhorn_bounds(
             field="reg",
             fix="pass a positive entropic regularisation",
         )
+    # Hold the cost when it fits the memory budget (each iteration touches every entry).
+    work = DenseCost(cost) if cost.n * cost.m * 8 <= config.COST_BLOCK_BYTES else cost
+    # epsilon-scaling: warm-start from coarser regularisations (x10 steps) down to ``reg``;
+    # the coarse stages only provide starting potentials, the certificates come from the last.
+    f0 = g0 = None
+    n_iter = 0
+    stage_reg = float(reg) * 10.0**config.SINKHORN_EPS_SCALING_STEPS
+    while stage_reg > float(reg) * 1.5:
+        _, _, f0, g0, it, _, _ = sinkhorn_online(
+            work, a, b, stage_reg, max_iter=max_iter, tol=tol, f0=f0, g0=g0, warn=False
+        )
+        n_iter += it
+        stage_reg /= 10.0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        lo, up, _, _, n_iter, conv, _ = sinkhorn_online(
-            cost, a, b, float(reg), max_iter=max_iter, tol=tol
+        lo, up, _, _, it, conv, _ = sinkhorn_online(
+            work, a, b, float(reg), max_iter=max_iter, tol=tol, f0=f0, g0=g0
         )
+        n_iter += it
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
     lo = min(lo, up)

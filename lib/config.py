@@ -21,6 +21,8 @@ COST_BLOCK_BYTES: int = 64 * 2**20
 SINKHORN_REG_REL: float = 1e-3
 SINKHORN_MAX_ITER: int = 2000
 SINKHORN_TOL: float = 1e-6
+#: epsilon-scaling stages (x10 each) before the target reg in full-problem Sinkhorn.
+SINKHORN_EPS_SCALING_STEPS: int = 3
 #: Mini-batch bounds.
 BATCH_SIZE: int = 256
 BUDGET: int | None = None  # None: as many solves as the coupling needs
@@ -86,6 +88,8 @@ def __getattr__(name: str):  # PEP 562: ``config.Settings`` without importing at
 def load_settings(**overrides):
     """Read the pipeline settings from the environment (``OTAUDIT_*``) plus ``overrides``."""
     return _settings_class()(**overrides)
+
+
 #: Version of the embedders' code; part of every embedder id, so bumping it re-embeds.
 EMBEDDER_VERSION: int = 1
 #: Version of the cached-array layout; part of every cache key.

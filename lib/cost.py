@@ -353,3 +353,34 @@ def c_transform(
         C = cost.block(I, None)  # [|I|, m]
         out[I] = (C - f[None, :]).min(dim=1).values
     return out
+
+
+class DenseCost:
+    """A ground cost evaluated once and held in memory (``[n, m]`` float64).
+
+    Iterative solvers (Sinkhorn) touch every entry at every iteration; when the matrix fits
+    the memory budget, evaluating it once instead of per iteration is the cheap choice.
+    Wraps any :class:`GroundCost` and keeps its partition features.
+    """
+
+    def __init__(self, cost: GroundCost):
+        self.base = cost
+        self.n = cost.n
+        self.m = cost.m
+        self.C = cost.block(None, None).to(torch.float64)
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    @property
+    def features_x(self) -> torch.Tensor:
+        return self.base.features_x
+
+    @property
+    def features_y(self) -> torch.Tensor:
+        return self.base.features_y
+
+    def block(self, I=None, J=None) -> torch.Tensor:
+        C = self.C if I is None else self.C[I]
+        return C if J is None else C[:, J]

@@ -253,6 +253,8 @@ def sinkhorn_online(
     tol: float = config.SINKHORN_TOL,
     budget_bytes: int | None = None,
     warn: bool = True,
+    f0: torch.Tensor | None = None,
+    g0: torch.Tensor | None = None,
 ) -> tuple[float, float, torch.Tensor, torch.Tensor, int, bool, float]:
     """Full-problem log-domain Sinkhorn with costs recomputed block by block.
 
@@ -262,7 +264,8 @@ def sinkhorn_online(
     Returns ``(lower, upper, f', g', n_iter, converged, seconds)``: ``upper`` is the cost of
     the Altschuler-Weed-Rigollet rounded plan (computed blockwise: row sums, column sums
     after row scaling, then ``sum x_i y_j K_ij C_ij + err_r^T C err_c / ||err_r||_1``),
-    ``lower`` the dual objective of the double c-transform.
+    ``lower`` the dual objective of the double c-transform. ``f0``/``g0`` warm-start the
+    potentials (epsilon-scaling).
     """
     from .cost import c_transform
 
@@ -283,8 +286,8 @@ def sinkhorn_online(
     )
     rows_x = chunk_size(m, budget_bytes)
     rows_y = chunk_size(n, budget_bytes)
-    f = torch.zeros(n, dtype=torch.float64, device=dev)
-    g = torch.zeros(m, dtype=torch.float64, device=dev)
+    f = torch.zeros(n, dtype=torch.float64, device=dev) if f0 is None else f0.clone()
+    g = torch.zeros(m, dtype=torch.float64, device=dev) if g0 is None else g0.clone()
 
     def update_f() -> None:
         for I in row_chunks(n, rows_x):
