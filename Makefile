@@ -27,8 +27,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check lib flows tasks tests benchmarks
-	$(BIN)/ruff format --check lib flows tasks tests benchmarks
+	$(BIN)/ruff check lib flows tasks tests benchmarks deployments
+	$(BIN)/ruff format --check lib flows tasks tests benchmarks deployments
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -57,3 +57,35 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# --- orchestration fixtures (owner: orchestration helper; appended block) ---------------
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness):
+    """The harness's API URL, exported so that Dask worker processes started afterwards
+    talk to it instead of each spawning a temporary server (ECOSYSTEM.md trap)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    yield url
+    if previous is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = previous
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(prefect_api_url):
+    """A real Dask LocalCluster (2 worker processes x 1 thread) shared by the pipeline tests;
+    yields its scheduler address (pass it as ``--dask-address``)."""
+    from distributed import LocalCluster
+
+    env = {k: os.environ[k] for k in ("PREFECT_API_URL", "OMP_NUM_THREADS",
+                                      "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, env=env) as cluster:
+        yield cluster.scheduler_address

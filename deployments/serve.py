@@ -1,0 +1,49 @@
+"""Serve the audit flow on a cron schedule from this process (no work pool needed).
+
+    OTAUDIT_MANIFEST=/path/to/manifest.yaml PREFECT_API_URL=http://127.0.0.1:4200/api \
+        python deployments/serve.py [--cron "0 2 * * *"] [--name nightly]
+
+Needs a running Prefect server (``prefect server start``): a temporary one would vanish
+with the process. The Dask cluster comes from the ``OTAUDIT_*`` settings when a run starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from otaudit import config
+from otaudit.flows.audit import audit
+
+__all__ = ["build_deployment", "main"]
+
+
+def build_deployment(
+    manifest: str, *, name: str = "nightly", cron: str = config.DEFAULT_CRON
+) -> Any:
+    """The RunnerDeployment that ``audit.serve`` would serve (used by the tests)."""
+    return audit.to_deployment(
+        name=name, cron=cron, parameters={"manifest": manifest}, tags=["otaudit", "nightly"]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the arguments and block serving scheduled runs of the audit flow."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--manifest", default=os.environ.get("OTAUDIT_MANIFEST"))
+    p.add_argument("--cron", default=config.DEFAULT_CRON)
+    p.add_argument("--name", default="nightly")
+    args = p.parse_args(argv)
+    if not args.manifest:
+        p.error("give --manifest or set OTAUDIT_MANIFEST")
+    audit.serve(
+        name=args.name,
+        cron=args.cron,
+        parameters={"manifest": args.manifest},
+        tags=["otaudit", "nightly"],
+    )
+
+
+if __name__ == "__main__":
+    main()

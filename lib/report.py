@@ -1,0 +1,627 @@
+"""The audit report: versioned Parquet tables, the Markdown summary, the heatmap.
+
+Layout (SPEC.md section 3) under ``<output>/<name>/run=<run_id>/``::
+
+    pairs.parquet      one row per pair per measure
+    datasets.parquet   one row per dataset
+    summary.md         what a person reads first
+    heatmap.png        the N x N distance matrix per measure, annotated
+    _SUCCESS           written last by :meth:`otaudit.storage.Store.publish_dir`
+
+Schema versions (stored in the Parquet metadata under ``otaudit.schema_version``):
+
+- ``0``: exactly the contract columns of SPEC.md section 3.
+- ``1``: additive columns. ``pairs``: ``status`` (``"ok"``/``"failed"``), ``error`` (the
+  one-line reason of a failed pair, else null), ``cached`` (the pair result came from the
+  cache). ``datasets``: ``status``, ``error``, ``cache_hit`` (embeddings and statistics were
+  read from the cache), ``embed_seconds``, ``stats_seconds``, ``labeled``.
+
+:func:`read_report` reads every version and upgrades older tables to the current schema
+(missing additive columns get their neutral value: ``status="ok"``, nulls, ``False``).
+
+Exit codes of an audit (:func:`assess`): ``0`` all pairs computed, none above a threshold;
+``3`` a pair's distance exceeds its measure's threshold (drift); ``2`` partial: at least one
+dataset or pair failed, the rest completed; ``1`` total failure (no pair could be computed,
+or the run could not start: bad manifest, unreachable storage). Precedence: 1 > 2 > 3 > 0.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import config
+from .errors import InputError, StorageError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "PAIRS_SCHEMA",
+    "DATASETS_SCHEMA",
+    "PAIRS_CONTRACT",
+    "DATASETS_CONTRACT",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_PARTIAL",
+    "EXIT_DRIFT",
+    "Assessment",
+    "Report",
+    "new_run_id",
+    "pair_row",
+    "failed_pair_row",
+    "build_pairs_table",
+    "build_datasets_table",
+    "assess",
+    "render_summary",
+    "render_heatmap",
+    "report_files",
+    "write_report",
+    "read_report",
+    "latest_run",
+]
+
+SCHEMA_VERSION: int = config.REPORT_SCHEMA_VERSION
+_META_KEY = b"otaudit.schema_version"
+SUCCESS = "_SUCCESS"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_PARTIAL = 2
+EXIT_DRIFT = 3
+
+#: SPEC.md section 3 columns, in order (schema version 0).
+PAIRS_CONTRACT: tuple[str, ...] = (
+    "run_id", "dataset_a", "dataset_b", "measure", "value", "lower", "upper", "gap_rel",
+    "certified", "method", "n_a", "n_b", "n_solves", "seconds", "params", "code_version",
+)  # fmt: skip
+DATASETS_CONTRACT: tuple[str, ...] = (
+    "run_id", "dataset", "uri", "fingerprint", "n_rows", "n_classes", "dim", "embedder",
+    "seconds",
+)  # fmt: skip
+
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("dataset_a", pa.string()),
+        ("dataset_b", pa.string()),
+        ("measure", pa.string()),
+        ("value", pa.float64()),
+        ("lower", pa.float64()),
+        ("upper", pa.float64()),
+        ("gap_rel", pa.float64()),
+        ("certified", pa.bool_()),
+        ("method", pa.string()),
+        ("n_a", pa.int64()),
+        ("n_b", pa.int64()),
+        ("n_solves", pa.int64()),
+        ("seconds", pa.float64()),
+        ("params", pa.string()),
+        ("code_version", pa.string()),
+        # --- version 1 (additive) ---
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("cached", pa.bool_()),
+    ]
+)
+DATASETS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("dataset", pa.string()),
+        ("uri", pa.string()),
+        ("fingerprint", pa.string()),
+        ("n_rows", pa.int64()),
+        ("n_classes", pa.int64()),
+        ("dim", pa.int64()),
+        ("embedder", pa.string()),
+        ("seconds", pa.float64()),
+        # --- version 1 (additive) ---
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("cache_hit", pa.bool_()),
+        ("embed_seconds", pa.float64()),
+        ("stats_seconds", pa.float64()),
+        ("labeled", pa.bool_()),
+    ]
+)
+#: Neutral values of the additive columns when reading an older table.
+_UPGRADE_DEFAULTS: dict[str, Any] = {"status": "ok", "cached": False, "cache_hit": False}
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable run id: UTC timestamp to the millisecond plus 6 random hex digits.
+
+    Example: ``20261123T092250.123Z-a1b2c3``. Lexicographic order = chronological order.
+    """
+    now = now or datetime.now(timezone.utc)
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def pair_row(
+    *,
+    run_id: str,
+    dataset_a: str,
+    dataset_b: str,
+    measure: str,
+    result: Any,
+    n_a: int,
+    n_b: int,
+    code_version: str,
+    cached: bool = False,
+) -> dict[str, Any]:
+    """One ``pairs.parquet`` row from an :class:`~otaudit.OTResult` (or its ``to_dict()``).
+
+    Non-finite bounds (no certificate) are stored as null; ``params`` as a JSON string.
+    """
+    r = result if isinstance(result, Mapping) else result.to_dict()
+    return {
+        "run_id": run_id,
+        "dataset_a": dataset_a,
+        "dataset_b": dataset_b,
+        "measure": measure,
+        "value": float(r["value"]),
+        "lower": _finite_or_none(r["lower"]),
+        "upper": _finite_or_none(r["upper"]),
+        "gap_rel": _finite_or_none(r["gap_rel"]),
+        "certified": bool(r["certified"]),
+        "method": str(r["method"]),
+        "n_a": int(n_a),
+        "n_b": int(n_b),
+        "n_solves": int(r["n_solves"]),
+        "seconds": float(r["seconds"]),
+        "params": json.dumps(r.get("params", {}), sort_keys=True, default=str),
+        "code_version": code_version,
+        "status": "ok",
+        "error": None,
+        "cached": bool(cached),
+    }
+
+
+def failed_pair_row(
+    *,
+    run_id: str,
+    dataset_a: str,
+    dataset_b: str,
+    measure: str,
+    error: str,
+    code_version: str,
+    params: Mapping[str, Any] | None = None,
+    n_a: int | None = None,
+    n_b: int | None = None,
+) -> dict[str, Any]:
+    """A ``pairs.parquet`` row for a pair that could not be computed (``status="failed"``)."""
+    return {
+        "run_id": run_id,
+        "dataset_a": dataset_a,
+        "dataset_b": dataset_b,
+        "measure": measure,
+        "value": None,
+        "lower": None,
+        "upper": None,
+        "gap_rel": None,
+        "certified": None,
+        "method": None,
+        "n_a": n_a,
+        "n_b": n_b,
+        "n_solves": 0,
+        "seconds": 0.0,
+        "params": json.dumps(dict(params or {}), sort_keys=True, default=str),
+        "code_version": code_version,
+        "status": "failed",
+        "error": " ".join(str(error).split()),
+        "cached": False,
+    }
+
+
+def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str) -> pa.Table:
+    cols: dict[str, list[Any]] = {f.name: [] for f in schema}
+    for i, row in enumerate(rows):
+        extra = set(row) - set(cols)
+        if extra:
+            raise InputError(
+                f"row {i} has unknown columns {sorted(extra)}",
+                field=what,
+                fix=f"add them to the {what} schema (a versioned, additive change)",
+            )
+        for name in cols:
+            cols[name].append(row.get(name))
+    arrays = [pa.array(cols[f.name], type=f.type) for f in schema]
+    meta = {_META_KEY: str(SCHEMA_VERSION).encode()}
+    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
+
+
+def build_pairs_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """``pairs.parquet`` as a pyarrow Table (current schema, version in the metadata)."""
+    return _table(rows, PAIRS_SCHEMA, "pairs")
+
+
+def build_datasets_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """``datasets.parquet`` as a pyarrow Table (current schema, version in the metadata)."""
+    return _table(rows, DATASETS_SCHEMA, "datasets")
+
+
+# --------------------------------------------------------------------------- assessment
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the run means for a scheduler: status, exit code and the rows behind it."""
+
+    status: str  # "ok" | "drift" | "partial" | "failed"
+    exit_code: int
+    flagged: list[dict[str, Any]] = field(default_factory=list)
+    failed_datasets: list[dict[str, Any]] = field(default_factory=list)
+    failed_pairs: list[dict[str, Any]] = field(default_factory=list)
+    n_pairs_ok: int = 0
+
+
+def _distance(value: float | None) -> float | None:
+    return None if value is None else math.sqrt(max(float(value), 0.0))
+
+
+def assess(
+    pair_rows: Sequence[Mapping[str, Any]],
+    dataset_rows: Sequence[Mapping[str, Any]],
+    thresholds: Mapping[str, float] | None = None,
+) -> Assessment:
+    """Classify a run; thresholds compare the *distance* ``sqrt(value)`` per measure."""
+    thresholds = dict(thresholds or {})
+    ok = [r for r in pair_rows if r.get("status", "ok") == "ok"]
+    failed_pairs = [dict(r) for r in pair_rows if r.get("status", "ok") != "ok"]
+    failed_ds = [dict(r) for r in dataset_rows if r.get("status", "ok") != "ok"]
+    flagged = []
+    for r in ok:
+        lim = thresholds.get(r["measure"])
+        d = _distance(r["value"])
+        if lim is not None and d is not None and d > lim:
+            flagged.append({**r, "distance": d, "threshold": float(lim)})
+    if pair_rows and not ok or (not pair_rows and failed_ds):
+        status, code = "failed", EXIT_FAILED
+    elif failed_pairs or failed_ds:
+        status, code = "partial", EXIT_PARTIAL
+    elif flagged:
+        status, code = "drift", EXIT_DRIFT
+    else:
+        status, code = "ok", EXIT_OK
+    return Assessment(status, code, flagged, failed_ds, failed_pairs, len(ok))
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _matrix(rows: Iterable[Mapping[str, Any]], names: Sequence[str], measure: str) -> np.ndarray:
+    """Symmetric ``[N, N]`` distance matrix (``nan`` = not computed; 0 on the diagonal)."""
+    idx = {n: i for i, n in enumerate(names)}
+    M = np.full((len(names), len(names)), np.nan)
+    np.fill_diagonal(M, 0.0)
+    for r in rows:
+        if r["measure"] != measure or r.get("status", "ok") != "ok":
+            continue
+        i, j = idx.get(r["dataset_a"]), idx.get(r["dataset_b"])
+        if i is None or j is None:
+            continue
+        M[i, j] = M[j, i] = _distance(r["value"])
+    return M
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{digits}g}"
+
+
+def _measures(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.setdefault(r["measure"], None)
+    return list(seen)
+
+
+def render_summary(
+    *,
+    name: str,
+    run_id: str,
+    pair_rows: Sequence[Mapping[str, Any]],
+    dataset_rows: Sequence[Mapping[str, Any]],
+    thresholds: Mapping[str, float] | None = None,
+    wall_seconds: float | None = None,
+    near_duplicate_fraction: float = config.NEAR_DUPLICATE_FRACTION,
+) -> str:
+    """The Markdown summary: status, distance tables, neighbours, flags, failures, timings.
+
+    Distances are ``sqrt(value)`` (OTDD, or W2 for ``ot_bounds``/``w2``).
+    """
+    a = assess(pair_rows, dataset_rows, thresholds)
+    names = [r["dataset"] for r in dataset_rows]
+    out: list[str] = [f"# otaudit report `{name}` — run `{run_id}`", ""]
+    n_pairs = len(pair_rows)
+    out.append(
+        f"**Status: {a.status}** (exit code {a.exit_code}) — {a.n_pairs_ok}/{n_pairs} pair "
+        f"results computed, {len(a.failed_datasets)} dataset(s) failed, "
+        f"{len(a.flagged)} pair(s) above a threshold."
+    )
+    out.append("")
+    for m in _measures(pair_rows):
+        M = _matrix(pair_rows, names, m)
+        label = "OTDD" if m == "otdd" else "W2"
+        out += [f"## {m}: {label} distance (sqrt of value)", ""]
+        out.append("| | " + " | ".join(f"`{n}`" for n in names) + " |")
+        out.append("|---" * (len(names) + 1) + "|")
+        for i, n in enumerate(names):
+            out.append(f"| `{n}` | " + " | ".join(_fmt(v, 3) for v in M[i]) + " |")
+        out.append("")
+        off = M[~np.eye(len(names), dtype=bool)]
+        off = off[np.isfinite(off)]
+        med = float(np.median(off)) if off.size else math.nan
+        out += [f"### Nearest neighbours ({m})", ""]
+        for i, n in enumerate(names):
+            row = M[i].copy()
+            row[i] = np.nan
+            if not np.isfinite(row).any():
+                continue
+            order = np.argsort(np.where(np.isfinite(row), row, np.inf))
+            nbrs = [k for k in order[: config.SUMMARY_NEIGHBOURS] if np.isfinite(row[k])]
+            parts = []
+            for k in nbrs:
+                tag = ""
+                if math.isfinite(med) and med > 0 and row[k] < near_duplicate_fraction * med:
+                    tag = " **near-duplicate**"
+                parts.append(f"`{names[k]}` ({_fmt(float(row[k]), 3)}){tag}")
+            out.append(f"- `{n}` → " + ", ".join(parts))
+        out.append("")
+        if math.isfinite(med):
+            out.append(
+                f"Near-duplicate: distance < {near_duplicate_fraction:g} × median "
+                f"pair distance ({_fmt(med, 3)})."
+            )
+            out.append("")
+    out += ["## Flagged by thresholds", ""]
+    if a.flagged:
+        out += ["| measure | pair | distance | threshold |", "|---|---|---|---|"]
+        for r in a.flagged:
+            out.append(
+                f"| {r['measure']} | `{r['dataset_a']}` – `{r['dataset_b']}` | "
+                f"{_fmt(r['distance'])} | {_fmt(r['threshold'])} |"
+            )
+    else:
+        out.append("none" if thresholds else "no thresholds set")
+    out.append("")
+    out += ["## Failed datasets and pairs", ""]
+    if not a.failed_datasets and not a.failed_pairs:
+        out.append("none")
+    for r in a.failed_datasets:
+        out.append(f"- dataset `{r['dataset']}`: {r.get('error')}")
+    if a.failed_pairs:
+        out.append(f"- {len(a.failed_pairs)} pair result(s) failed:")
+        for r in a.failed_pairs:
+            out.append(
+                f"  - {r['measure']} `{r['dataset_a']}` – `{r['dataset_b']}`: {r.get('error')}"
+            )
+    out.append("")
+    out += ["## Certified widths", ""]
+    widths = [
+        r
+        for r in pair_rows
+        if r.get("status", "ok") == "ok" and r.get("gap_rel") not in (None, 0.0)
+    ]
+    if widths:
+        out += ["| measure | pair | lower | value | upper | gap_rel | method |", "|---" * 7 + "|"]
+        for r in widths:
+            out.append(
+                f"| {r['measure']} | `{r['dataset_a']}` – `{r['dataset_b']}` | "
+                f"{_fmt(r['lower'])} | {_fmt(r['value'])} | {_fmt(r['upper'])} | "
+                f"{_fmt(r['gap_rel'], 3)} | {r['method']} |"
+            )
+    else:
+        ok_methods = sorted({str(r["method"]) for r in pair_rows if r.get("status") == "ok"})
+        out.append(
+            "every computed value is exact (lower = value = upper; methods: "
+            + (", ".join(ok_methods) or "—")
+            + ")"
+        )
+    out.append("")
+    out += ["## Timings", ""]
+    ds_ok = [r for r in dataset_rows if r.get("status", "ok") == "ok"]
+    emb = sum(float(r.get("embed_seconds") or 0.0) for r in ds_ok)
+    st = sum(float(r.get("stats_seconds") or 0.0) for r in ds_ok)
+    pr = sum(float(r.get("seconds") or 0.0) for r in pair_rows if not r.get("cached"))
+    hits = sum(bool(r.get("cache_hit")) for r in ds_ok)
+    cached_pairs = sum(bool(r.get("cached")) for r in pair_rows)
+    out.append(
+        f"- datasets: {len(ds_ok)} prepared ({hits} from cache), embedding {emb:.2f} s, "
+        f"statistics {st:.2f} s"
+    )
+    out.append(f"- pairs: {pr:.2f} s of solver time ({cached_pairs} results from cache)")
+    if wall_seconds is not None:
+        out.append(f"- wall time of the audit: {wall_seconds:.2f} s")
+    out.append("")
+    return "\n".join(out)
+
+
+def render_heatmap(
+    *, pair_rows: Sequence[Mapping[str, Any]], names: Sequence[str], title: str = ""
+) -> bytes:
+    """PNG bytes: one annotated distance heatmap per measure (matplotlib, Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    measures = _measures(pair_rows) or ["otdd"]
+    n = max(len(names), 1)
+    size = 1.2 + 0.55 * n
+    fig = Figure(figsize=(size * len(measures) + 1.0, size + 0.8), dpi=100)
+    FigureCanvasAgg(fig)
+    for k, m in enumerate(measures):
+        ax = fig.add_subplot(1, len(measures), k + 1)
+        M = _matrix(pair_rows, names, m)
+        im = ax.imshow(np.ma.masked_invalid(M), cmap="viridis")
+        ax.set_xticks(range(len(names)), labels=list(names), rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), labels=list(names), fontsize=8)
+        ax.set_title(f"{m} ({'OTDD' if m == 'otdd' else 'W2'})", fontsize=10)
+        finite = M[np.isfinite(M)]
+        hi = float(finite.max()) if finite.size else 1.0
+        for i in range(len(names)):
+            for j in range(len(names)):
+                v = M[i, j]
+                txt = "×" if not np.isfinite(v) else f"{v:.2g}"
+                color = "white" if np.isfinite(v) and v < 0.5 * hi else "black"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=7, color=color)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def report_files(
+    *,
+    pairs: pa.Table,
+    datasets: pa.Table,
+    summary: str,
+    heatmap_png: bytes | None,
+) -> dict[str, bytes]:
+    """The files of one report run (without ``_SUCCESS``: ``publish_dir`` writes it last)."""
+    files = {
+        "pairs.parquet": _parquet_bytes(pairs),
+        "datasets.parquet": _parquet_bytes(datasets),
+        "summary.md": summary.encode("utf-8"),
+    }
+    if heatmap_png is not None:
+        files["heatmap.png"] = heatmap_png
+    return files
+
+
+def write_report(store: Any, name: str, run_id: str, files: Mapping[str, bytes]) -> str:
+    """Publish a report atomically under ``<store>/<name>/run=<run_id>/``; returns its URI."""
+    return store.publish_dir(dict(files), name, f"run={run_id}")
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report read back from storage (tables upgraded to the current schema)."""
+
+    uri: str
+    run_id: str
+    schema_version: int
+    pairs: pa.Table
+    datasets: pa.Table
+    summary: str
+
+    def pair_rows(self) -> list[dict[str, Any]]:
+        """``pairs.parquet`` as a list of dicts."""
+        return self.pairs.to_pylist()
+
+    def dataset_rows(self) -> list[dict[str, Any]]:
+        """``datasets.parquet`` as a list of dicts."""
+        return self.datasets.to_pylist()
+
+    def value(self, a: str, b: str, measure: str) -> float | None:
+        """The ``value`` of the (unordered) pair ``a``, ``b`` for ``measure`` (None if failed)."""
+        for r in self.pair_rows():
+            if r["measure"] == measure and {r["dataset_a"], r["dataset_b"]} == {a, b}:
+                return r["value"]
+        raise KeyError(f"no {measure} row for pair ({a!r}, {b!r}) in {self.uri}")
+
+
+def _schema_version(table: pa.Table) -> int:
+    meta = table.schema.metadata or {}
+    raw = meta.get(_META_KEY)
+    return int(raw.decode()) if raw is not None else 0
+
+
+def _upgrade(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Add the additive columns an older table lacks (neutral values), current order first."""
+    n = table.num_rows
+    cols, fields = [], []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            cols.append(col.cast(f.type) if col.type != f.type else col)
+        else:
+            default = _UPGRADE_DEFAULTS.get(f.name)
+            cols.append(pa.array([default] * n, type=f.type))
+        fields.append(f)
+    for name in table.column_names:  # columns of a newer writer are kept, not dropped
+        if name not in schema.names:
+            cols.append(table.column(name))
+            fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=table.schema.metadata))
+
+
+def latest_run(store: Any) -> str | None:
+    """Name (``run=<id>``) of the newest *complete* run under an audit prefix, or None."""
+    try:
+        entries = store.ls()
+    except (FileNotFoundError, StorageError):
+        return None
+    runs = sorted(
+        base
+        for base in (e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        if base.startswith("run=")
+    )
+    for run in reversed(runs):
+        if store.exists(run, SUCCESS):
+            return run
+    return None
+
+
+def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> Report:
+    """Read a report: ``uri`` is a run directory, or an audit prefix (→ latest complete run).
+
+    Raises:
+        StorageError: no complete report at ``uri`` (a run without ``_SUCCESS`` is ignored).
+    """
+    from .storage import Store
+
+    store = Store(uri, dict(storage_options) if storage_options else None)
+    if not store.exists(SUCCESS):
+        run = latest_run(store)
+        if run is None:
+            raise StorageError(
+                f"no complete otaudit report at {uri!r} (no {SUCCESS} marker and no complete "
+                "run=... below it); fix: pass the URI of a run directory or of an audit "
+                "prefix <output>/<name> that holds a finished run"
+            )
+        store = store.child(run)
+    pairs_raw = pq.read_table(pa.BufferReader(store.read_bytes("pairs.parquet")))
+    ds_raw = pq.read_table(pa.BufferReader(store.read_bytes("datasets.parquet")))
+    version = _schema_version(pairs_raw)
+    pairs = _upgrade(pairs_raw, PAIRS_SCHEMA)
+    datasets = _upgrade(ds_raw, DATASETS_SCHEMA)
+    summary = store.read_bytes("summary.md").decode("utf-8")
+    base = store.uri.rstrip("/").rsplit("/", 1)[-1]
+    run_id = base[len("run=") :] if base.startswith("run=") else base
+    return Report(
+        uri=store.uri,
+        run_id=run_id,
+        schema_version=version,
+        pairs=pairs,
+        datasets=datasets,
+        summary=summary,
+    )

@@ -1,0 +1,198 @@
+"""Pairwise work: one coarse Prefect task per BLOCK of pairs, returning report rows.
+
+Per pair and measure:
+
+- ``otdd``: :func:`otaudit.otdd_from_stats` on the two cached :class:`DatasetStats`;
+- ``ot_bounds``: :func:`otaudit.ot_bounds` on the two cached embeddings;
+- ``w2``: plain W2² with :func:`otaudit.solve_ot` on the squared-Euclidean cost of the two
+  embeddings (``solver`` from the manifest's ``w2`` mapping, default ``"auto"``: exact LP
+  up to ``config.EXACT_MAX_ENTRIES``, certified mini-batch bounds beyond).
+
+Pair results are cached too (key: measure, its parameters, both embedding keys, code
+version), so a scheduled re-run recomputes only the pairs of datasets that changed.
+A pair whose dataset failed, or whose computation raised one of otaudit's errors, becomes a
+``status="failed"`` row with the one-line reason; the rest of the block goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from otaudit import config
+
+from .datasets import DatasetRef, describe_error, is_transient, open_cache
+from .plan import AuditPlan
+
+__all__ = [
+    "compute_pair_block",
+    "pair_block_attempt",
+    "measure_params",
+    "compute_pair",
+    "block_refs",
+]
+
+
+def measure_params(plan: AuditPlan, measure: str) -> dict[str, Any]:
+    """The manifest's parameters of ``measure`` as a plain dict (also the cache key part)."""
+    spec = getattr(plan.manifest.measures, measure)
+    if spec is None:
+        return {}
+    return dict(spec) if isinstance(spec, dict) else spec.model_dump(mode="json")
+
+
+def compute_pair(
+    measure: str, params: dict[str, Any], load: Any, ra: DatasetRef, rb: DatasetRef
+) -> Any:
+    """Compute one measure for one pair; ``load(kind, ref)`` returns stats or embeddings."""
+    import otaudit
+
+    if measure == "otdd":
+        p = dict(params)
+        options = p.pop("options", {}) or {}
+        return otaudit.otdd_from_stats(load("stats", ra), load("stats", rb), **p, **options)
+    if measure == "ot_bounds":
+        return otaudit.ot_bounds(load("emb", ra), load("emb", rb), **params)
+    if measure == "w2":
+        import torch
+
+        from otaudit.cost import SqEuclidean
+
+        p = dict(params)
+        solver = p.pop("solver", "auto")
+        Xa = torch.as_tensor(load("emb", ra), dtype=torch.float64)
+        Xb = torch.as_tensor(load("emb", rb), dtype=torch.float64)
+        return otaudit.solve_ot(SqEuclidean(Xa, Xb), solver=solver, **p)
+    raise ValueError(f"unknown measure {measure!r}")  # the manifest validates measures
+
+
+def block_refs(block: list[tuple[str, str]], refs: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``refs`` (name -> future or ref) that a block of pairs needs."""
+    names = {n for pair in block for n in pair}
+    return {n: r for n, r in refs.items() if n in names}
+
+
+@task(name="pair-block", task_run_name="pair-block", cache_policy=NO_CACHE)
+def compute_pair_block(
+    block: list[tuple[str, str]], refs: dict[str, Any], plan: AuditPlan
+) -> list[dict[str, Any]]:
+    """All measures for a block of pairs (:func:`pair_block_attempt`, retried on storage
+    errors); a final failure becomes ``status="failed"`` rows — never raised."""
+    from otaudit.report import failed_pair_row
+
+    try:
+        return pair_block_attempt(block, refs, plan)
+    except Exception as e:  # noqa: BLE001 - recorded in the report with its reason
+        reason = f"pair block failed: {describe_error(e)}"
+        return [
+            failed_pair_row(
+                run_id=plan.run_id,
+                dataset_a=a,
+                dataset_b=b,
+                measure=m,
+                error=reason,
+                code_version=plan.code_version,
+                params=measure_params(plan, m),
+            )
+            for a, b in block
+            for m in plan.measures
+        ]
+
+
+@task(
+    name="pair-block-attempt",
+    task_run_name="pair-attempt",
+    retries=config.TASK_RETRIES,
+    retry_delay_seconds=config.TASK_RETRY_DELAY_S,
+    retry_condition_fn=is_transient,
+    cache_policy=NO_CACHE,
+)
+def pair_block_attempt(
+    block: list[tuple[str, str]], refs: dict[str, Any], plan: AuditPlan
+) -> list[dict[str, Any]]:
+    """All measures for a block of pairs; returns ``pairs.parquet`` rows (dicts).
+
+    ``refs`` maps the block's dataset names to their :class:`DatasetRef`, or to the
+    :class:`DatasetFailure` of a dataset that failed. Statistics and embeddings are read
+    from the cache once per block and dataset.
+    """
+    from otaudit.errors import OTAuditError, StorageError
+    from otaudit.otdd import DatasetStats
+    from otaudit.report import failed_pair_row, pair_row
+
+    by_name = refs
+    cache = open_cache(plan)
+    loaded: dict[tuple[str, str], Any] = {}
+
+    def load(kind: str, ref: DatasetRef) -> Any:
+        key = (kind, ref.name)
+        if key not in loaded:
+            if kind == "stats":
+                arrays = cache.get_arrays("stats", ref.stats_key)
+                if arrays is None:
+                    raise StorageError(
+                        f"cached statistics of dataset {ref.name!r} vanished from "
+                        f"{plan.output!r}/_cache; fix: re-run the audit"
+                    )
+                loaded[key] = DatasetStats.from_arrays(arrays)
+            else:
+                arrays = cache.get_arrays("emb", ref.emb_key)
+                if arrays is None:
+                    raise StorageError(
+                        f"cached embeddings of dataset {ref.name!r} vanished from "
+                        f"{plan.output!r}/_cache; fix: re-run the audit"
+                    )
+                loaded[key] = arrays["X"]
+        return loaded[key]
+
+    rows: list[dict[str, Any]] = []
+    common = {"run_id": plan.run_id, "code_version": plan.code_version}
+    for a, b in block:
+        ra, rb = by_name[a], by_name[b]
+        for measure in plan.measures:
+            params = measure_params(plan, measure)
+            names = {"dataset_a": a, "dataset_b": b, "measure": measure}
+            bad = [(n, r) for n, r in ((a, ra), (b, rb)) if not isinstance(r, DatasetRef)]
+            if bad:
+                n, err = bad[0]
+                rows.append(
+                    failed_pair_row(
+                        **common,
+                        **names,
+                        params=params,
+                        error=f"dataset {n!r} failed: {err.error}",
+                    )
+                )
+                continue
+            sizes = {"n_a": ra.n_rows, "n_b": rb.n_rows}
+            key = cache.key(
+                "pair",
+                measure,
+                json.dumps(params, sort_keys=True),
+                ra.emb_key,
+                rb.emb_key,
+                plan.code_version,
+            )
+            hit = cache.get_json("pair", key) if plan.use_cache else None
+            if hit is not None:
+                rows.append(pair_row(**common, **names, **sizes, result=hit, cached=True))
+                continue
+            try:
+                res = compute_pair(measure, params, load, ra, rb)
+            except StorageError:
+                raise  # transient: the whole block is retried
+            except OTAuditError as e:
+                rows.append(
+                    failed_pair_row(
+                        **common, **names, **sizes, params=params, error=describe_error(e)
+                    )
+                )
+                continue
+            d = {k: v for k, v in res.to_dict().items() if k != "extra"}
+            d = json.loads(json.dumps(d, default=str))  # plain JSON types for the cache
+            cache.put_json("pair", key, d)
+            rows.append(pair_row(**common, **names, **sizes, result=d))
+    return rows

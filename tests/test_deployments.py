@@ -1,0 +1,155 @@
+"""Deployments: entrypoints point at real files and flows, and a cron deployment makes a real
+Prefect server's scheduler create flow runs (the guard against sqlalchemy>=2.1, which
+silently stops the scheduler while manual runs keep working — ECOSYSTEM.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timezone
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
+
+
+def _deployments() -> list[dict]:
+    return yaml.safe_load(PREFECT_YAML.read_text())["deployments"]
+
+
+def test_prefect_yaml_entrypoints_resolve_to_the_audit_flow():
+    from prefect.flows import load_flow_from_entrypoint
+
+    deps = _deployments()
+    assert deps, "prefect.yaml declares no deployment"
+    for d in deps:
+        path, func = d["entrypoint"].split(":")
+        assert (REPO / path).is_file(), f"entrypoint file {path} does not exist"
+        fl = load_flow_from_entrypoint(f"{REPO / path}:{func}")
+        assert fl.name == "otaudit-audit"
+        assert set(d["parameters"]) <= set(fl.parameters.properties)
+        assert "manifest" in fl.parameters.required
+        crons = [s["cron"] for s in d["schedules"]]
+        assert crons and all(len(c.split()) == 5 for c in crons)
+
+
+def test_serve_script_builds_a_cron_deployment_of_the_audit_flow():
+    from otaudit import config
+
+    spec = importlib.util.spec_from_file_location("otaudit_serve", REPO / "deployments/serve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    dep = mod.build_deployment("/registry/manifest.yaml")
+    assert dep.name == "nightly"
+    assert dep.parameters == {"manifest": "/registry/manifest.yaml"}
+    assert [s.schedule.cron for s in dep.schedules] == [config.DEFAULT_CRON]
+    path, func = dep.entrypoint.split(":")
+    assert func == "audit" and Path(path).resolve() == (REPO / "flows/audit.py").resolve()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real ``prefect server start`` (with its scheduler service) on a free loopback port."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError((home / "server.log").read_text()[-2000:])
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("prefect server did not start in 90 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_cron_deployment_gets_scheduled_runs(prefect_server):
+    """Create the nightly deployment from prefect.yaml via the client; the server's scheduler
+    must create future runs at the cron times (02:00 UTC)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    d = _deployments()[0]
+    sched = d["schedules"][0]
+
+    async def scenario() -> list:
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name("otaudit-audit")
+            dep_id = await client.create_deployment(
+                flow_id=flow_id,
+                name=d["name"],
+                entrypoint=d["entrypoint"],
+                parameters={"manifest": "/registry/manifest.yaml"},
+                schedules=[
+                    DeploymentScheduleCreate(
+                        schedule=CronSchedule(cron=sched["cron"], timezone=sched["timezone"]),
+                        active=True,
+                    )
+                ],
+            )
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline:
+                runs = await client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id]))
+                )
+                if runs:
+                    return runs
+                await asyncio.sleep(0.5)
+            return []
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        runs = asyncio.run(scenario())
+    assert runs, "the scheduler created no flow run for a cron deployment (sqlalchemy>=2.1?)"
+    assert {r.state.type.value for r in runs} == {"SCHEDULED"}
+    for r in runs:
+        t = r.expected_start_time.astimezone(timezone.utc)
+        assert (t.hour, t.minute) == (2, 0)
+        assert r.parameters == {"manifest": "/registry/manifest.yaml"}

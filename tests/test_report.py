@@ -1,0 +1,202 @@
+"""The report module: schema (contract columns, versioning), summary, heatmap, atomic
+publication and reading back — including a "v0" report without the additive columns."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from otaudit import OTResult, report
+from otaudit.errors import StorageError
+from otaudit.storage import Store
+
+CODE = "otaudit-test"
+
+
+def _rows(run_id: str = "r1") -> tuple[list[dict], list[dict]]:
+    names = ["a", "b", "c"]
+    vals = {("a", "b"): 1.0, ("a", "c"): 100.0, ("b", "c"): 81.0}
+    pairs = [
+        report.pair_row(
+            run_id=run_id,
+            dataset_a=a,
+            dataset_b=b,
+            measure="otdd",
+            result=OTResult(
+                value=v, lower=v, upper=v, certified=True, method="exact", params={"inner": "exact"}
+            ),
+            n_a=10,
+            n_b=12,
+            code_version=CODE,
+        )
+        for (a, b), v in vals.items()
+    ]
+    pairs.append(
+        report.pair_row(
+            run_id=run_id,
+            dataset_a="a",
+            dataset_b="b",
+            measure="ot_bounds",
+            result=OTResult(
+                value=2.0, lower=1.5, upper=2.5, certified=True, method="minibatch", n_solves=7
+            ),
+            n_a=10,
+            n_b=12,
+            code_version=CODE,
+        )
+    )
+    datasets = [
+        {
+            "run_id": run_id,
+            "dataset": n,
+            "uri": f"/d/{n}",
+            "fingerprint": "f" + n,
+            "n_rows": 10,
+            "n_classes": 2,
+            "dim": 3,
+            "embedder": "identity",
+            "seconds": 0.1,
+            "status": "ok",
+            "error": None,
+            "cache_hit": False,
+            "embed_seconds": 0.01,
+            "stats_seconds": 0.02,
+            "labeled": True,
+        }
+        for n in names
+    ]
+    return pairs, datasets
+
+
+def test_contract_columns_come_first_in_order():
+    assert tuple(report.PAIRS_SCHEMA.names[: len(report.PAIRS_CONTRACT)]) == report.PAIRS_CONTRACT
+    assert report.PAIRS_CONTRACT == (
+        "run_id", "dataset_a", "dataset_b", "measure", "value", "lower", "upper", "gap_rel",
+        "certified", "method", "n_a", "n_b", "n_solves", "seconds", "params", "code_version",
+    )  # fmt: skip
+    assert tuple(report.DATASETS_SCHEMA.names[:9]) == (
+        "run_id", "dataset", "uri", "fingerprint", "n_rows", "n_classes", "dim", "embedder",
+        "seconds",
+    )  # fmt: skip
+
+
+def test_run_ids_sort_chronologically_and_are_unique():
+    from datetime import datetime, timedelta, timezone
+
+    t = datetime(2026, 11, 23, 9, 0, 0, 5000, tzinfo=timezone.utc)
+    ids = [report.new_run_id(t + timedelta(milliseconds=k * 7)) for k in range(50)]
+    assert ids == sorted(ids)
+    assert len(set(report.new_run_id(t) for _ in range(50))) == 50
+    assert ids[0].startswith("20261123T090000.005Z-")
+
+
+def test_assess_exit_codes():
+    pairs, ds = _rows()
+    assert report.assess(pairs, ds).exit_code == report.EXIT_OK
+    a = report.assess(pairs, ds, {"otdd": 9.5})  # sqrt(100) = 10 > 9.5, sqrt(81) = 9 < 9.5
+    assert (a.status, a.exit_code) == ("drift", report.EXIT_DRIFT)
+    assert [(r["dataset_a"], r["dataset_b"]) for r in a.flagged] == [("a", "c")]
+    bad = report.failed_pair_row(
+        run_id="r1",
+        dataset_a="a",
+        dataset_b="d",
+        measure="otdd",
+        error="dataset 'd' failed:\n missing",
+        code_version=CODE,
+    )
+    assert bad["error"] == "dataset 'd' failed: missing"  # one line
+    a = report.assess([*pairs, bad], ds, {"otdd": 9.5})
+    assert (a.status, a.exit_code) == ("partial", report.EXIT_PARTIAL)  # partial beats drift
+    a = report.assess([bad], ds)
+    assert (a.status, a.exit_code) == ("failed", report.EXIT_FAILED)
+
+
+def test_summary_has_table_neighbours_flags_and_failures():
+    pairs, ds = _rows()
+    bad = report.failed_pair_row(
+        run_id="r1",
+        dataset_a="a",
+        dataset_b="d",
+        measure="otdd",
+        error="dataset 'd' failed: no such column",
+        code_version=CODE,
+    )
+    ds_bad = {**ds[0], "dataset": "d", "status": "failed", "error": "no such column"}
+    md = report.render_summary(
+        name="reg",
+        run_id="r1",
+        pair_rows=[*pairs, bad],
+        dataset_rows=[*ds, ds_bad],
+        thresholds={"otdd": 9.5},
+        wall_seconds=3.0,
+    )
+    assert "**Status: partial** (exit code 2)" in md
+    assert "| `a` | 0 | 1 | 10 | — |" in md  # distances = sqrt(value); d not computed
+    assert "- `a` → `b` (1) **near-duplicate**" in md  # 1 < 0.25 * median(1, 9, 10)
+    assert "| otdd | `a` – `c` | 10 | 9.5 |" in md
+    assert "dataset `d`: no such column" in md
+    assert "| ot_bounds | `a` – `b` | 1.5 | 2 | 2.5 | 0.4 | minibatch |" in md
+    assert "wall time of the audit: 3.00 s" in md
+
+
+def test_heatmap_is_a_png():
+    pairs, ds = _rows()
+    png = report.render_heatmap(pair_rows=pairs, names=["a", "b", "c"], title="t")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+
+
+def test_write_then_read_round_trip_and_latest(tmp_path):
+    store = Store(str(tmp_path / "out"))
+    for run_id in ("20260101T000000.000Z-aaaaaa", "20260102T000000.000Z-bbbbbb"):
+        pairs, ds = _rows(run_id)
+        files = report.report_files(
+            pairs=report.build_pairs_table(pairs),
+            datasets=report.build_datasets_table(ds),
+            summary=f"# {run_id}",
+            heatmap_png=None,
+        )
+        uri = report.write_report(store, "reg", run_id, files)
+        assert uri.endswith(f"reg/run={run_id}")
+    # an unfinished newer run (no _SUCCESS) is ignored
+    store.write_bytes(b"partial", "reg", "run=20260103T000000.000Z-cccccc", "pairs.parquet")
+    rep = report.read_report(str(tmp_path / "out" / "reg"))
+    assert rep.run_id == "20260102T000000.000Z-bbbbbb"
+    assert rep.schema_version == report.SCHEMA_VERSION
+    assert rep.summary == "# 20260102T000000.000Z-bbbbbb"
+    assert rep.pairs.schema.names == report.PAIRS_SCHEMA.names
+    assert rep.value("b", "a", "otdd") == 1.0
+    assert rep.pair_rows()[0]["params"] == '{"inner": "exact"}'
+    with pytest.raises(StorageError, match="no complete otaudit report"):
+        report.read_report(str(tmp_path / "out" / "nothing"))
+
+
+def test_reads_a_v0_report_without_additive_columns(tmp_path):
+    """A report written by schema version 0 (contract columns only, no version metadata)."""
+    pairs, ds = _rows("r0")
+    v0_pairs = pa.table({c: [r[c] for r in pairs] for c in report.PAIRS_CONTRACT})
+    v0_ds = pa.table({c: [r[c] for r in ds] for c in report.DATASETS_CONTRACT})
+    run = tmp_path / "reg" / "run=r0"
+    run.mkdir(parents=True)
+    pq.write_table(v0_pairs, run / "pairs.parquet")
+    pq.write_table(v0_ds, run / "datasets.parquet")
+    (run / "summary.md").write_text("old")
+    (run / "_SUCCESS").write_text("{}")
+    rep = report.read_report(str(run))
+    assert rep.schema_version == 0
+    assert rep.pairs.schema.names == report.PAIRS_SCHEMA.names
+    rows = rep.pair_rows()
+    assert {r["status"] for r in rows} == {"ok"} and {r["cached"] for r in rows} == {False}
+    assert all(r["error"] is None for r in rows)
+    assert rep.dataset_rows()[0]["cache_hit"] is False
+    assert math.isclose(rep.value("a", "c", "otdd"), 100.0)
+    # assess works on upgraded rows
+    assert report.assess(rows, rep.dataset_rows()).exit_code == report.EXIT_OK
+
+
+def test_unknown_column_is_an_input_error():
+    pairs, _ = _rows()
+    with pytest.raises(Exception, match="unknown columns"):
+        report.build_pairs_table([{**pairs[0], "surprise": 1}])
