@@ -729,7 +729,13 @@ def minibatch_bounds(
         if lower_sinkhorn is None:
             small = cost.n * cost.m <= config.BOUNDS_LOWER_SINKHORN_MAX_ENTRIES
             lower_sinkhorn = config.BOUNDS_LOWER_SINKHORN_ITERS if small else 0
-        if lower_sinkhorn > 0 and has_lower_block(cost) and not (kx == 1 and ky == 1):
+        closed = max(lb_hist) >= ub  # nothing left to gain (e.g. identical clouds, ub = 0)
+        if (
+            lower_sinkhorn > 0
+            and has_lower_block(cost)
+            and not (kx == 1 and ky == 1)
+            and not closed
+        ):
             # dual ascent on the full problem (float32 residual blocks), warm-started at the
             # certified potentials, then certified again (LP correction + c-transforms)
             regs = [r * max(ub, 1e-300) for r in config.BOUNDS_LOWER_SINKHORN_REGS]
@@ -739,6 +745,8 @@ def minibatch_bounds(
             lb_hist.append(lb_s)
         lb = max(lb_hist)
         extra["lower_history"] = lb_hist
+    # Ground costs are non-negative (GroundCost protocol), so OT >= 0 is itself certified.
+    lb = max(lb, 0.0)
     lb = min(lb, ub)  # never report lower > upper from round-off (both remain valid)
     extra.update(
         width_rel=(ub - lb) / ub if ub > 0 else 0.0,
@@ -863,7 +871,7 @@ def sinkhorn_bounds(
         n_iter += it
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
-    lo = min(lo, up)
+    lo = min(max(lo, 0.0), up)  # costs are non-negative: OT >= 0 is certified
     return OTResult(
         value=0.5 * (lo + up),
         lower=lo,

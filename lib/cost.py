@@ -86,7 +86,8 @@ def has_lower_block(cost: object) -> bool:
 
 @runtime_checkable
 class GroundCost(Protocol):
-    """What the OT machines need from a ground cost."""
+    """What the OT machines need from a ground cost. Costs must be non-negative (the bound
+    families use ``OT >= 0`` as a certificate of last resort)."""
 
     n: int
     m: int

@@ -106,6 +106,14 @@ def _split_by_destination(
     return P.clamp(min=0.0)
 
 
+def _restrict(lab: torch.Tensor, cent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep only the clusters used by ``lab``; relabel them ``0..k'-1``."""
+    used = torch.unique(lab)
+    remap = torch.full((cent.shape[0],), -1, dtype=torch.long, device=lab.device)
+    remap[used] = torch.arange(used.numel(), device=lab.device)
+    return remap[lab], cent[used]
+
+
 def aligned_pieces(
     Zx: torch.Tensor,
     a: torch.Tensor,
@@ -118,7 +126,8 @@ def aligned_pieces(
 ) -> tuple[Blocks, Blocks]:
     """OT-aware aligned partition: block ``k`` of X faces block ``k`` of Y, equal masses.
 
-    One level: k-means X and Y into ``k = ceil(max(n, m) / batch_size)`` clusters; exact OT
+    One level: k-means on the union of X and Y into ``k = ceil(max(n, m) / batch_size)``
+    shared cells (each side keeps the cells it occupies); exact OT
     between the cluster measures (centroids, cluster masses; cost ``||c_i - c'_j||^2``) gives
     a sparse coarse plan ``Gamma``; each X-cluster is split by destination (an exact LP of
     its points to the destination centroids with capacities ``Gamma_ij``), each Y-cluster by
@@ -137,8 +146,11 @@ def aligned_pieces(
             out_y.append((iy, wy))
             continue
         k = max(2, math.ceil(max(ix.numel(), iy.numel()) / batch_size))
-        lx, cx = kmeans(Zx[ix], wx, k, gen, n_iter)
-        ly, cy = kmeans(Zy[iy], wy, k, gen, n_iter)
+        # shared centroids: k-means on the union, so that X and Y are cut by the same cells
+        # (identical clouds get identical pieces, hence exact block solves of cost 0)
+        lxy, cxy = kmeans(torch.cat([Zx[ix], Zy[iy]]), torch.cat([wx, wy]), k, gen, n_iter)
+        lx, cx = _restrict(lxy[: ix.numel()], cxy)
+        ly, cy = _restrict(lxy[ix.numel() :], cxy)
         mx = torch.zeros(cx.shape[0], dtype=torch.float64, device=dev).index_add_(0, lx, wx)
         my = torch.zeros(cy.shape[0], dtype=torch.float64, device=dev).index_add_(0, ly, wy)
         Cc = ((cx[:, None, :] - cy[None, :, :]) ** 2).sum(-1)
