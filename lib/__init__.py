@@ -17,14 +17,9 @@ from .result import OTResult
 
 __version__ = "0.1.0"
 
-try:  # the OT core and OTDD are filled in by their modules
-    from .bounds import ot_bounds, solve_ot
-except ImportError:  # pragma: no cover - during bootstrap only
-    pass
-try:
-    from .otdd import DatasetStats, dataset_stats, otdd, otdd_from_stats, otdd_matrix
-except ImportError:  # pragma: no cover - during bootstrap only
-    pass
+from .bounds import ot_bounds, solve_ot
+from .otdd import DatasetStats, dataset_stats, otdd, otdd_from_stats, otdd_matrix
+from .sliced import sliced_otdd
 
 __all__ = [
     "OTResult",
@@ -33,6 +28,7 @@ __all__ = [
     "otdd",
     "otdd_matrix",
     "otdd_from_stats",
+    "sliced_otdd",
     "dataset_stats",
     "DatasetStats",
     "InputError",

@@ -49,7 +49,15 @@ def compute_pair(
 ) -> Any:
     """Compute one measure for one pair; ``load(kind, ref)`` returns stats or embeddings."""
     import otaudit
+    from otaudit.errors import InputError
 
+    if ra.dim != rb.dim:  # name both datasets (ot_bounds/w2 only see anonymous arrays)
+        raise InputError(
+            f"dimension mismatch: {ra.name!r} has d={ra.dim}, {rb.name!r} has d={rb.dim}",
+            dataset=f"{ra.name} vs {rb.name}",
+            field="features",
+            fix="embed both datasets with the same embedder (same output dimension)",
+        )
     if measure == "otdd":
         p = dict(params)
         options = p.pop("options", {}) or {}

@@ -84,8 +84,16 @@ def dask_cluster(prefect_api_url):
     yields its scheduler address (pass it as ``--dask-address``)."""
     from distributed import LocalCluster
 
-    env = {k: os.environ[k] for k in ("PREFECT_API_URL", "OMP_NUM_THREADS",
-                                      "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env=env) as cluster:
+    env = {
+        k: os.environ[k]
+        for k in (
+            "PREFECT_API_URL",
+            "OMP_NUM_THREADS",
+            "PREFECT_SERVER_ANALYTICS_ENABLED",
+            "DO_NOT_TRACK",
+        )
+    }
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env=env
+    ) as cluster:
         yield cluster.scheduler_address
