@@ -10,6 +10,11 @@ after the retries) is recorded with its reason; its pairs become ``status="faile
 every other pair is computed and the report is published. The returned outcome carries the
 exit code (0 ok, 2 partial, 3 threshold exceeded, 1 total failure).
 
+Screening (manifest ``screen``): a first pass of pair blocks computes only the ``sliced``
+estimate for every pair; ``select-screened`` keeps the ``screen.keep`` nearest (or farthest)
+pairs; a second pass of blocks computes the remaining measures on those pairs only. Without
+``screen`` there is one pass with every measure.
+
 GPU: when a worker of the cluster advertises a ``GPU`` resource, the per-dataset tasks
 (which embed) are submitted under ``dask.annotate(resources={"GPU": 1})`` so they run on GPU
 workers, one at a time per GPU. Start such workers with
@@ -25,8 +30,9 @@ import dask
 from prefect import flow, tags
 
 from otaudit.report import new_run_id
+from otaudit.screen import SCREEN_MEASURE
 from otaudit.tasks.datasets import prepare_dataset
-from otaudit.tasks.pairs import block_refs, compute_pair_block
+from otaudit.tasks.pairs import block_refs, compute_pair_block, select_screened
 from otaudit.tasks.plan import plan_audit
 from otaudit.tasks.report import publish_report
 from otaudit.tasks.runtime import SettingsDaskTaskRunner, cluster_has_gpus
@@ -69,8 +75,23 @@ def audit(
             refs = {
                 spec.name: prepare_dataset.submit(spec, plan) for spec in plan.manifest.datasets
             }
-        blocks = [
-            compute_pair_block.submit(block, block_refs(block, refs), plan) for block in plan.blocks
+        if plan.manifest.screen is None:
+            blocks = [
+                compute_pair_block.submit(block, block_refs(block, refs), plan)
+                for block in plan.blocks
+            ]
+            outcome = publish_report.submit(plan, list(refs.values()), blocks)
+            return outcome.result()
+        screened = [
+            compute_pair_block.submit(block, block_refs(block, refs), plan, [SCREEN_MEASURE])
+            for block in plan.blocks
         ]
-        outcome = publish_report.submit(plan, list(refs.values()), blocks)
+        screen = select_screened.submit(plan, screened, n_threads).result()
+        blocks = [
+            compute_pair_block.submit(block, block_refs(block, refs), plan, screen["measures"])
+            for block in screen["blocks"]
+        ]
+        outcome = publish_report.submit(
+            plan, list(refs.values()), screened + blocks, screening=screen
+        )
         return outcome.result()

@@ -34,6 +34,12 @@ OTDD_INNER: str = "exact"
 OTDD_SOLVER: str = "auto"
 LAMBDA_X: float = 1.0
 LAMBDA_Y: float = 1.0
+#: Sliced screening estimate (``sliced_otdd``, manifest measure ``sliced``): random directions
+#: for the estimate, random orthonormal frames for its certified (loose) lower bound.
+SLICED_N_PROJECTIONS: int = 256
+SLICED_N_FRAMES: int = 4
+#: Manifest ``screen: {keep: K, order: ...}``: which end of the sliced ranking is kept.
+SCREEN_ORDER: str = "nearest"
 #: Class point clouds up to this many points per side use the exact LP for W(alpha_y, alpha_y').
 OTDD_INNER_EXACT_MAX: int = 2000
 #: Gaussian inner cost: covariance shrinkage added to the diagonal, relative to the trace/d.
@@ -42,6 +48,7 @@ GAUSSIAN_COV_RIDGE: float = 0.0
 
 # --- pipeline environment (owner: data-layer helper; appended block) --------------------
 import functools  # noqa: E402
+from typing import Literal  # noqa: E402
 
 #: Rows per shard for formats without row groups (.npy/.npz/CSV); Parquet shards are row groups.
 SHARD_ROWS: int = 50_000
@@ -75,6 +82,9 @@ def _settings_class() -> type:
         prefect_api_url: str | None = None
         #: Use the content-addressed embedding/statistics cache under ``<output>/_cache``.
         cache: bool = True
+        #: Where pair measures compute: ``auto`` = the Dask worker's own GPU when it has one
+        #: (round-robin over the machine's GPUs by worker index), else CPU; ``cpu`` = never GPU.
+        pair_device: Literal["auto", "cpu"] = "auto"
 
     return Settings
 

@@ -50,7 +50,9 @@ __all__ = [
     "DatasetSpec",
     "OTDDMeasure",
     "BoundsMeasure",
+    "SlicedMeasure",
     "MeasuresSpec",
+    "ScreenSpec",
     "PairsNew",
     "PairsTarget",
     "Manifest",
@@ -70,7 +72,7 @@ EMBEDDER_KINDS = (
     "random-projection",
     "pca",
 )
-MEASURES = ("otdd", "ot_bounds", "w2")
+MEASURES = ("otdd", "ot_bounds", "w2", "sliced")
 _MODEL_KINDS = {"torchscript", "torch", "sentence-transformers"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -339,12 +341,27 @@ class BoundsMeasure(_Model):
     seed: int = config.SEED
 
 
+class SlicedMeasure(_Model):
+    """Sliced screening estimate settings (passed to ``otaudit.sliced_otdd``).
+
+    Its ``value`` is an estimate (``certified=False``), not OTDD; its ``lower`` is a certified
+    lower bound on OTDD² for the same ``lambda_x``/``lambda_y``.
+    """
+
+    n_projections: int = Field(default=config.SLICED_N_PROJECTIONS, gt=0)
+    n_frames: int = Field(default=config.SLICED_N_FRAMES, gt=0)
+    lambda_x: float = Field(default=config.LAMBDA_X, ge=0)
+    lambda_y: float = Field(default=config.LAMBDA_Y, ge=0)
+    seed: int = config.SEED
+
+
 class MeasuresSpec(_Model):
     """Which measures to compute for every selected pair."""
 
     otdd: OTDDMeasure | None = None
     ot_bounds: BoundsMeasure | None = None
     w2: dict[str, Any] | None = None
+    sliced: SlicedMeasure | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -352,7 +369,7 @@ class MeasuresSpec(_Model):
         # `otdd:` with no value in YAML (None) means "with defaults" when the key is present.
         if isinstance(data, Mapping):
             data = dict(data)
-            for key in ("otdd", "ot_bounds"):
+            for key in ("otdd", "ot_bounds", "sliced"):
                 if key in data and data[key] is None:
                     data[key] = {}
             if "w2" in data and data["w2"] is None:
@@ -361,8 +378,11 @@ class MeasuresSpec(_Model):
 
     @model_validator(mode="after")
     def _at_least_one(self) -> MeasuresSpec:
-        if self.otdd is None and self.ot_bounds is None and self.w2 is None:
-            raise _err("no measure selected", "add `otdd: {}` and/or `ot_bounds: {}` or `w2: {}`")
+        if all(getattr(self, m) is None for m in MEASURES):
+            raise _err(
+                "no measure selected",
+                "add `otdd: {}` and/or `ot_bounds: {}`, `w2: {}` or `sliced: {}`",
+            )
         return self
 
     @property
@@ -390,6 +410,15 @@ class PairsTarget(_Model):
     target: str
 
 
+class ScreenSpec(_Model):
+    """Screening (``screen: {keep: K, order: nearest}``): the sliced estimate is computed for
+    every selected pair first; the other measures run only on the ``keep`` pairs with the
+    smallest (``nearest``) or largest (``farthest``) estimate (ties: manifest pair order)."""
+
+    keep: int = Field(ge=1)
+    order: Literal["nearest", "farthest"] = config.SCREEN_ORDER  # type: ignore[assignment]
+
+
 class Manifest(_Model):
     """A whole audit: datasets, measures, pairs, output location, schedule."""
 
@@ -401,6 +430,8 @@ class Manifest(_Model):
     pairs: Literal["all"] | PairsNew | PairsTarget = "all"
     #: measure -> largest allowed distance; pairs above are flagged (CLI exit code 3).
     thresholds: dict[str, float] = Field(default_factory=dict)
+    #: Rank pairs by the sliced estimate; other measures only on the kept pairs.
+    screen: ScreenSpec | None = None
     #: Cron expression for deployments (``"0 3 * * *"``).
     schedule: str | None = None
     shard_rows: int = Field(default=config.SHARD_ROWS, gt=0)
@@ -416,6 +447,12 @@ class Manifest(_Model):
         if not v.strip():
             raise _err("output is empty", "give a local directory or an fsspec URI")
         return v
+
+    @field_validator("screen", mode="before")
+    @classmethod
+    def _screen_empty(cls, v: Any) -> Any:
+        # `screen:` with no value: report the missing `keep` rather than ignoring the key
+        return {} if v is None else v
 
     @field_validator("schedule")
     @classmethod
@@ -471,6 +508,20 @@ class Manifest(_Model):
                     f"use one of the dataset names: {', '.join(names)}",
                     field="pairs",
                 )
+        if self.screen is not None:
+            if self.measures.sliced is None:
+                raise _err(
+                    "screening ranks pairs by the sliced estimate, which is not computed",
+                    "add `sliced: {}` under measures, or remove `screen`",
+                    field="screen",
+                )
+            if self.measures.selected == ["sliced"]:
+                raise _err(
+                    "screening keeps pairs for the other measures, but only `sliced` is selected",
+                    "add `otdd: {}`, `ot_bounds: {}` or `w2: {}` under measures, "
+                    "or remove `screen`",
+                    field="screen",
+                )
         for k in self.thresholds:
             if getattr(self.measures, k) is None:
                 raise _err(
@@ -511,6 +562,8 @@ _MODEL_FOR_LOC: dict[tuple[str, ...], type[BaseModel]] = {
     ("measures",): MeasuresSpec,
     ("measures", "otdd"): OTDDMeasure,
     ("measures", "ot_bounds"): BoundsMeasure,
+    ("measures", "sliced"): SlicedMeasure,
+    ("screen",): ScreenSpec,
 }
 
 

@@ -326,6 +326,44 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def _measure_label(measure: str) -> str:
+    """What ``sqrt(value)`` of a measure is, for headings and plot titles."""
+    return {"otdd": "OTDD", "sliced": "sliced estimate"}.get(measure, "W2")
+
+
+def _screening_lines(
+    screening: Mapping[str, Any], pair_rows: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """The summary's screening section: how many pairs were screened, which were kept."""
+    measure = str(screening.get("measure", "sliced"))
+    kept = [tuple(p) for p in screening.get("kept", [])]
+    keep, order = int(screening["keep"]), str(screening["order"])
+    estimate = {
+        (r["dataset_a"], r["dataset_b"]): r["value"]
+        for r in pair_rows
+        if r["measure"] == measure and r.get("status", "ok") == "ok"
+    }
+    line = (
+        f"Screened {screening['n_pairs']} pairs by {measure} estimate, certified measures "
+        f"on the {len(kept)} {order} (`screen: {{keep: {keep}, order: {order}}}`)"
+    )
+    if len(kept) < keep:
+        line += f"; only {len(kept)} pair(s) had an estimate"
+    out = ["## Screening", "", line + ".", ""]
+    out.append(
+        f"The {measure} estimate ranks pairs; it is not a bound (`certified=False`). "
+        "Pairs not kept have only their estimate. Kept pairs, best first "
+        "(estimated distance, sqrt of value):"
+    )
+    out.append("")
+    for a, b in kept:
+        out.append(f"- `{a}` – `{b}` ({_fmt(_distance(estimate.get((a, b))), 3)})")
+    if not kept:
+        out.append("- none")
+    out.append("")
+    return out
+
+
 def _measures(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for r in rows:
@@ -342,10 +380,14 @@ def render_summary(
     thresholds: Mapping[str, float] | None = None,
     wall_seconds: float | None = None,
     near_duplicate_fraction: float = config.NEAR_DUPLICATE_FRACTION,
+    screening: Mapping[str, Any] | None = None,
 ) -> str:
-    """The Markdown summary: status, distance tables, neighbours, flags, failures, timings.
+    """The Markdown summary: status, screening, distance tables, neighbours, flags,
+    failures, certified widths and estimates, timings.
 
-    Distances are ``sqrt(value)`` (OTDD, or W2 for ``ot_bounds``/``w2``).
+    Distances are ``sqrt(value)`` (OTDD, W2 for ``ot_bounds``/``w2``, the sliced screening
+    estimate for ``sliced``). ``screening``: ``{"measure", "keep", "order", "n_pairs",
+    "kept"}`` when the pairs were screened (see :mod:`otaudit.screen`).
     """
     a = assess(pair_rows, dataset_rows, thresholds)
     names = [r["dataset"] for r in dataset_rows]
@@ -357,10 +399,14 @@ def render_summary(
         f"{len(a.flagged)} pair(s) above a threshold."
     )
     out.append("")
+    if screening is not None:
+        out += _screening_lines(screening, pair_rows)
     for m in _measures(pair_rows):
         M = _matrix(pair_rows, names, m)
-        label = "OTDD" if m == "otdd" else "W2"
-        out += [f"## {m}: {label} distance (sqrt of value)", ""]
+        if m == "sliced":
+            out += [f"## {m}: sliced estimate of the distance (sqrt of value; not a bound)", ""]
+        else:
+            out += [f"## {m}: {_measure_label(m)} distance (sqrt of value)", ""]
         out.append("| | " + " | ".join(f"`{n}`" for n in names) + " |")
         out.append("|---" * (len(names) + 1) + "|")
         for i, n in enumerate(names):
@@ -415,11 +461,10 @@ def render_summary(
             )
     out.append("")
     out += ["## Certified widths", ""]
-    widths = [
-        r
-        for r in pair_rows
-        if r.get("status", "ok") == "ok" and r.get("gap_rel") not in (None, 0.0)
-    ]
+    ok_rows = [r for r in pair_rows if r.get("status", "ok") == "ok"]
+    estimates = [r for r in ok_rows if r.get("certified") is False]
+    certified = [r for r in ok_rows if r.get("certified") is not False]
+    widths = [r for r in certified if r.get("gap_rel") not in (None, 0.0)]
     if widths:
         out += ["| measure | pair | lower | value | upper | gap_rel | method |", "|---" * 7 + "|"]
         for r in widths:
@@ -428,14 +473,28 @@ def render_summary(
                 f"{_fmt(r['lower'])} | {_fmt(r['value'])} | {_fmt(r['upper'])} | "
                 f"{_fmt(r['gap_rel'], 3)} | {r['method']} |"
             )
-    else:
-        ok_methods = sorted({str(r["method"]) for r in pair_rows if r.get("status") == "ok"})
+    elif certified or not estimates:
+        ok_methods = sorted({str(r["method"]) for r in certified if r.get("status") == "ok"})
         out.append(
             "every computed value is exact (lower = value = upper; methods: "
             + (", ".join(ok_methods) or "—")
             + ")"
         )
+    else:
+        out.append("no certified measure was computed (only estimates, below)")
     out.append("")
+    if estimates:
+        est_measures = ", ".join(_measures(estimates))
+        est_methods = ", ".join(sorted({str(r["method"]) for r in estimates}))
+        out += [
+            "## Estimates (not bounds)",
+            "",
+            f"{len(estimates)} pair result(s) of {est_measures} are screening estimates "
+            f"(`certified=False`, method {est_methods}): `value` is an estimate, not a bound; "
+            "`lower` is a certified (loose) lower bound on OTDD² for the same lambdas; "
+            "there is no upper bound (`upper` and `gap_rel` are null).",
+            "",
+        ]
     out += ["## Timings", ""]
     ds_ok = [r for r in dataset_rows if r.get("status", "ok") == "ok"]
     emb = sum(float(r.get("embed_seconds") or 0.0) for r in ds_ok)
@@ -472,7 +531,7 @@ def render_heatmap(
         im = ax.imshow(np.ma.masked_invalid(M), cmap="viridis")
         ax.set_xticks(range(len(names)), labels=list(names), rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(len(names)), labels=list(names), fontsize=8)
-        ax.set_title(f"{m} ({'OTDD' if m == 'otdd' else 'W2'})", fontsize=10)
+        ax.set_title(f"{m} ({_measure_label(m)})", fontsize=10)
         finite = M[np.isfinite(M)]
         hi = float(finite.max()) if finite.size else 1.0
         for i in range(len(names)):

@@ -86,11 +86,11 @@ def sliced_otdd(
     X2: Any,
     y2: Any,
     *,
-    n_projections: int = 256,
-    n_frames: int = 4,
-    lambda_x: float = 1.0,
-    lambda_y: float = 1.0,
-    seed: int = 0,
+    n_projections: int = config.SLICED_N_PROJECTIONS,
+    n_frames: int = config.SLICED_N_FRAMES,
+    lambda_x: float = config.LAMBDA_X,
+    lambda_y: float = config.LAMBDA_Y,
+    seed: int = config.SEED,
 ) -> OTResult:
     """Sliced screening estimate of OTDD² with a certified (loose) lower bound.
 

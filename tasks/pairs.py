@@ -6,7 +6,13 @@ Per pair and measure:
 - ``ot_bounds``: :func:`otaudit.ot_bounds` on the two cached embeddings;
 - ``w2``: plain W2² with :func:`otaudit.solve_ot` on the squared-Euclidean cost of the two
   embeddings (``solver`` from the manifest's ``w2`` mapping, default ``"auto"``: exact LP
-  up to ``config.EXACT_MAX_ENTRIES``, certified mini-batch bounds beyond).
+  up to ``config.EXACT_MAX_ENTRIES``, certified mini-batch bounds beyond);
+- ``sliced``: the screening estimate :func:`otaudit.sliced_otdd` (``certified=False``) on the
+  features and class codes held by the two cached :class:`DatasetStats`.
+
+Screening (manifest ``screen``): the flow first runs :func:`compute_pair_block` with
+``measures=["sliced"]`` on every pair, then :func:`select_screened` picks the kept pairs and
+cuts them into blocks for the remaining measures.
 
 Pair results are cached too (key: measure, its parameters, both embedding keys, code
 version), so a scheduled re-run recomputes only the pairs of datasets that changed.
@@ -25,7 +31,7 @@ from prefect.cache_policies import NO_CACHE
 from otaudit import config
 
 from .datasets import DatasetRef, describe_error, is_transient, open_cache
-from .plan import AuditPlan
+from .plan import AuditPlan, plan_blocks
 
 __all__ = [
     "compute_pair_block",
@@ -33,6 +39,7 @@ __all__ = [
     "measure_params",
     "compute_pair",
     "block_refs",
+    "select_screened",
 ]
 
 
@@ -74,6 +81,11 @@ def compute_pair(
         Xa = torch.as_tensor(load("emb", ra), dtype=torch.float64)
         Xb = torch.as_tensor(load("emb", rb), dtype=torch.float64)
         return otaudit.solve_ot(SqEuclidean(Xa, Xb), solver=solver, **p)
+    if measure == "sliced":
+        sa, sb = load("stats", ra), load("stats", rb)
+        ya = sa.codes if sa.labeled else None  # unlabelled: sliced W2 (lower bound still holds)
+        yb = sb.codes if sb.labeled else None
+        return otaudit.sliced_otdd(sa.features, ya, sb.features, yb, **params)
     raise ValueError(f"unknown measure {measure!r}")  # the manifest validates measures
 
 
@@ -85,14 +97,19 @@ def block_refs(block: list[tuple[str, str]], refs: dict[str, Any]) -> dict[str, 
 
 @task(name="pair-block", task_run_name="pair-block", cache_policy=NO_CACHE)
 def compute_pair_block(
-    block: list[tuple[str, str]], refs: dict[str, Any], plan: AuditPlan
+    block: list[tuple[str, str]],
+    refs: dict[str, Any],
+    plan: AuditPlan,
+    measures: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """All measures for a block of pairs (:func:`pair_block_attempt`, retried on storage
-    errors); a final failure becomes ``status="failed"`` rows — never raised."""
+    """The measures (default: all of ``plan.measures``) for a block of pairs
+    (:func:`pair_block_attempt`, retried on storage errors); a final failure becomes
+    ``status="failed"`` rows — never raised."""
     from otaudit.report import failed_pair_row
 
+    measures = list(plan.measures) if measures is None else list(measures)
     try:
-        return pair_block_attempt(block, refs, plan)
+        return pair_block_attempt(block, refs, plan, measures)
     except Exception as e:  # noqa: BLE001 - recorded in the report with its reason
         reason = f"pair block failed: {describe_error(e)}"
         return [
@@ -106,7 +123,7 @@ def compute_pair_block(
                 params=measure_params(plan, m),
             )
             for a, b in block
-            for m in plan.measures
+            for m in measures
         ]
 
 
@@ -119,9 +136,13 @@ def compute_pair_block(
     cache_policy=NO_CACHE,
 )
 def pair_block_attempt(
-    block: list[tuple[str, str]], refs: dict[str, Any], plan: AuditPlan
+    block: list[tuple[str, str]],
+    refs: dict[str, Any],
+    plan: AuditPlan,
+    measures: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """All measures for a block of pairs; returns ``pairs.parquet`` rows (dicts).
+    """The measures (default: all of ``plan.measures``) for a block of pairs; returns
+    ``pairs.parquet`` rows (dicts).
 
     ``refs`` maps the block's dataset names to their :class:`DatasetRef`, or to the
     :class:`DatasetFailure` of a dataset that failed. Statistics and embeddings are read
@@ -132,6 +153,7 @@ def pair_block_attempt(
     from otaudit.report import failed_pair_row, pair_row
 
     by_name = refs
+    measures = list(plan.measures) if measures is None else list(measures)
     cache = open_cache(plan)
     loaded: dict[tuple[str, str], Any] = {}
 
@@ -160,7 +182,7 @@ def pair_block_attempt(
     common = {"run_id": plan.run_id, "code_version": plan.code_version}
     for a, b in block:
         ra, rb = by_name[a], by_name[b]
-        for measure in plan.measures:
+        for measure in measures:
             params = measure_params(plan, measure)
             names = {"dataset_a": a, "dataset_b": b, "measure": measure}
             bad = [(n, r) for n, r in ((a, ra), (b, rb)) if not isinstance(r, DatasetRef)]
@@ -204,3 +226,31 @@ def pair_block_attempt(
             cache.put_json("pair", key, d)
             rows.append(pair_row(**common, **names, **sizes, result=d))
     return rows
+
+
+@task(name="select-screened", cache_policy=NO_CACHE)
+def select_screened(
+    plan: AuditPlan, screen_results: list[list[dict[str, Any]]], n_threads: int
+) -> dict[str, Any]:
+    """Screening: the pairs kept by the manifest's ``screen`` (:func:`otaudit.screen.screened_pairs`
+    on the first pass's ``sliced`` rows) and the blocks for the second pass.
+
+    Returns ``{"measure", "keep", "order", "n_pairs", "kept" (best first), "measures"
+    (the remaining measures), "blocks" (kept pairs in manifest order, cut by
+    :func:`plan_blocks`)}``; the report's summary states it.
+    """
+    from otaudit.screen import SCREEN_MEASURE, screened_pairs
+
+    screen = plan.manifest.screen
+    rows = [row for rows in screen_results for row in rows]
+    kept = screened_pairs(rows, plan.pairs, screen.keep, screen.order)
+    position = {p: i for i, p in enumerate(plan.pairs)}
+    return {
+        "measure": SCREEN_MEASURE,
+        "keep": screen.keep,
+        "order": screen.order,
+        "n_pairs": len(plan.pairs),
+        "kept": kept,
+        "measures": [m for m in plan.measures if m != SCREEN_MEASURE],
+        "blocks": plan_blocks(sorted(kept, key=position.__getitem__), n_threads),
+    }

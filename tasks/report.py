@@ -66,9 +66,17 @@ def _artifact_table(pair_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     retry_condition_fn=is_transient,
     cache_policy=NO_CACHE,
 )
-def publish_report(plan: AuditPlan, refs: list[Any], block_results: list[Any]) -> dict[str, Any]:
+def publish_report(
+    plan: AuditPlan,
+    refs: list[Any],
+    block_results: list[Any],
+    screening: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write ``pairs.parquet``, ``datasets.parquet``, ``summary.md``, ``heatmap.png`` under
     ``<output>/<name>/run=<run_id>/`` (atomic, ``_SUCCESS`` last) and the Prefect artifacts.
+
+    ``screening``: the outcome of :func:`otaudit.tasks.pairs.select_screened` when the
+    manifest screens pairs (stated in the summary).
 
     Returns the outcome: ``uri``, ``run_id``, ``status``, ``exit_code`` (see
     :mod:`otaudit.report`), ``failed_datasets`` ([name, reason]), ``n_failed_pairs``,
@@ -94,6 +102,7 @@ def publish_report(plan: AuditPlan, refs: list[Any], block_results: list[Any]) -
         dataset_rows=dataset_rows,
         thresholds=m.thresholds,
         wall_seconds=time.time() - plan.started_at,
+        screening=screening,
     )
     png = render_heatmap(
         pair_rows=pair_rows, names=plan.names, title=f"{m.name} — run {plan.run_id}"

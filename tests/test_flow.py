@@ -130,3 +130,43 @@ def test_one_bad_dataset_fails_only_its_pairs(registry, dask_cluster, tmp_path):
     assert all(r["value"] is None for r in failed)
     assert sum(r["status"] == "ok" for r in rows) == 3
     assert "dataset `nolabel`" in rep.summary
+
+
+def test_screening_spends_otdd_on_the_nearest_pairs_only(registry, dask_cluster):
+    """`screen: {keep: 2}`: sliced rows for all 6 pairs, otdd rows only for the 2 pairs with
+    the smallest sliced estimate (ties: pair order), and the sliced certified `lower` never
+    above OTDD² (gaussian inner, same lambdas) up to float round-off (1e-9 relative)."""
+    from otaudit.cli import run_audit
+
+    root, ds = registry
+    X, y = demo_datasets()["vendor_b"]
+    uris = {n: uri for n, (uri, _, _) in ds.items()}
+    uris["vendor_b"] = write_dataset_parquet(str(root / "data"), "vendor_b", X[:N], y[:N])
+    manifest = _manifest(
+        root, uris, measures="measures:\n  sliced: {}\n  otdd: {inner: gaussian}",
+        extra="screen: {keep: 2}",
+    )  # fmt: skip
+    outcome = run_audit(manifest, dask_address=dask_cluster, settings=load_settings())
+    assert outcome["exit_code"] == EXIT_OK, outcome["summary"]
+    rows = read_report(outcome["uri"]).pair_rows()
+    assert {r["status"] for r in rows} == {"ok"}
+    sliced = {(r["dataset_a"], r["dataset_b"]): r for r in rows if r["measure"] == "sliced"}
+    otdd = {(r["dataset_a"], r["dataset_b"]): r for r in rows if r["measure"] == "otdd"}
+    pairs = [(a, b) for i, a in enumerate(uris) for b in list(uris)[i + 1 :]]
+    assert sorted(sliced) == sorted(pairs) and len(rows) == 6 + 2
+    assert all(not r["certified"] and r["upper"] is None for r in sliced.values())
+    nearest = sorted(pairs, key=lambda p: (sliced[p]["value"], pairs.index(p)))[:2]
+    assert set(otdd) == set(nearest)
+    assert ("vendor_a", "vendor_relabelled") in otdd  # renamed labels: estimate 0
+    # vendor_relabelled is vendor_a renamed, so (a, b) and (relabelled, b) tie exactly: the
+    # earlier pair in manifest order is kept
+    assert (
+        sliced[("vendor_a", "vendor_b")]["value"]
+        == sliced[("vendor_relabelled", "vendor_b")]["value"]
+    )
+    assert ("vendor_a", "vendor_b") in otdd
+    for p, r in otdd.items():
+        assert sliced[p]["lower"] <= r["value"] * (1 + 1e-9) + 1e-12, p
+    summary = outcome["summary"]
+    assert "Screened 6 pairs by sliced estimate, certified measures on the 2 nearest" in summary
+    assert all(f"- `{a}` – `{b}` (" in summary for a, b in nearest)

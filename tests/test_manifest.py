@@ -185,6 +185,60 @@ def test_no_measure_and_missing_file(tmp_path):
         load_manifest(tmp_path / "nope.yaml")
 
 
+def test_sliced_measure_defaults_and_screen():
+    text = BASE.replace("  otdd: {inner: exact}\n", "  otdd: {inner: exact}\n  sliced:\n")
+    m = load_manifest(text + "screen: {keep: 2}\n")
+    s = m.measures.sliced
+    assert (s.n_projections, s.n_frames, s.seed) == (256, 4, config.SEED)
+    assert (s.lambda_x, s.lambda_y) == (config.LAMBDA_X, config.LAMBDA_Y)
+    assert m.measures.selected == ["otdd", "ot_bounds", "sliced"]
+    assert (m.screen.keep, m.screen.order) == (2, "nearest")
+    m = load_manifest(text + "screen: {keep: 1, order: farthest}\n")
+    assert (m.screen.keep, m.screen.order) == (1, "farthest")
+    assert load_manifest(text).screen is None  # absent: no screening
+
+
+_SLICED = BASE.replace("  otdd: {inner: exact}\n", "  otdd: {inner: exact}\n  sliced: {}\n")
+
+
+@pytest.mark.parametrize(
+    "text,field,needle",
+    [
+        (BASE + "screen: {keep: 2}\n", "screen", "add `sliced: {}` under measures"),
+        (_SLICED + "screen: {keep: 0}\n", "screen.keep", "greater than or equal to 1"),
+        (_SLICED + "screen: {keep: 1.5}\n", "screen.keep", "valid integer"),
+        (_SLICED + "screen:\n", "screen.keep", "required field is missing"),
+        (_SLICED + "screen: {keep: 2, order: near}\n", "screen.order", "unknown value 'near'"),
+        (_SLICED + "screen: {keep: 2, top: 3}\n", "screen.top", "unknown key 'top'"),
+        (
+            _SLICED.replace("sliced: {}", "sliced: {n_proj: 8}"),
+            "measures.sliced.n_proj",
+            "unknown key 'n_proj'",
+        ),
+        (
+            _SLICED.replace("sliced: {}", "sliced: {n_projections: 0}"),
+            "measures.sliced.n_projections",
+            "greater than 0",
+        ),
+        (
+            BASE.replace(
+                "  otdd: {inner: exact}\n  ot_bounds: {batch_size: 256, budget: 64}\n",
+                "  sliced: {}\n",
+            )
+            + "screen: {keep: 2}\n",
+            "screen",
+            "only `sliced` is selected",
+        ),
+    ],
+)
+def test_bad_sliced_and_screen_fields(text, field, needle):
+    with pytest.raises(InputError) as ei:
+        load_manifest(text)
+    msg = str(ei.value)
+    assert msg.startswith(f"field {field!r}: "), msg
+    assert needle in msg and "; fix: " in msg and "\n" not in msg, msg
+
+
 def test_yaml_is_safe_loaded():
     with pytest.raises(InputError, match="not valid YAML"):
         load_manifest(BASE + "evil: !!python/object/apply:os.system ['true']\n")

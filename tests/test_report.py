@@ -142,6 +142,39 @@ def test_summary_has_table_neighbours_flags_and_failures():
     assert "wall time of the audit: 3.00 s" in md
 
 
+def test_summary_states_screening_and_labels_estimates():
+    from otaudit.sliced import sliced_otdd
+
+    pairs, ds = _rows()
+    est = sliced_otdd([[0.0], [1.0]], None, [[0.5], [3.0]], None, n_projections=4)
+    sliced = [
+        report.pair_row(
+            run_id="r1", dataset_a=a, dataset_b=b, measure="sliced", result=est,
+            n_a=2, n_b=2, code_version=CODE,
+        )
+        for a, b in (("a", "b"), ("a", "c"), ("b", "c"))
+    ]  # fmt: skip
+    row = sliced[0]
+    assert row["certified"] is False and row["method"] == "sliced-estimate"
+    assert row["upper"] is None and row["gap_rel"] is None and row["lower"] is not None
+    screening = {"measure": "sliced", "keep": 2, "order": "nearest", "n_pairs": 3,
+                 "kept": [("a", "b"), ("b", "c")]}  # fmt: skip
+    otdd = [r for r in pairs if r["measure"] == "otdd"]
+    md = report.render_summary(
+        name="reg", run_id="r1", pair_rows=[*sliced, *otdd], dataset_rows=ds,
+        screening=screening,
+    )  # fmt: skip
+    assert "Screened 3 pairs by sliced estimate, certified measures on the 2 nearest" in md
+    assert "- `a` – `b` (" in md and "- `b` – `c` (" in md and "- `a` – `c` (" not in md
+    assert "## sliced: sliced estimate of the distance (sqrt of value; not a bound)" in md
+    assert "## Estimates (not bounds)" in md and "3 pair result(s) of sliced" in md
+    assert "every computed value is exact (lower = value = upper; methods: exact)" in md
+    # only estimates: no claim that anything is exact, no screening section
+    md = report.render_summary(name="reg", run_id="r1", pair_rows=sliced, dataset_rows=ds)
+    assert "every computed value is exact" not in md and "## Screening" not in md
+    assert "no certified measure was computed" in md and "estimate" in md
+
+
 def test_heatmap_is_a_png():
     pairs, ds = _rows()
     png = report.render_heatmap(pair_rows=pairs, names=["a", "b", "c"], title="t")
