@@ -132,6 +132,9 @@ def _embed(
     """
     from otaudit.embedders import make_embedder
     from otaudit.io import read_shard
+    from otaudit.tasks.runtime import worker_device
+
+    worker_device("auto")  # on a CUDA worker: its own GPU becomes current (device: auto)
 
     def shard(k: int) -> tuple[Any, Any]:
         return read_shard(spec, storage_options, k, shard_rows=shard_rows)

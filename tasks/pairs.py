@@ -14,6 +14,11 @@ Screening (manifest ``screen``): the flow first runs :func:`compute_pair_block` 
 ``measures=["sliced"]`` on every pair, then :func:`select_screened` picks the kept pairs and
 cuts them into blocks for the remaining measures.
 
+Device: a block computes on its Dask worker's own GPU when the worker has one
+(``OTAUDIT_PAIR_DEVICE=auto``, the default; :func:`otaudit.tasks.runtime.worker_device`
+spreads a machine's workers round-robin over its GPUs), else on the CPU;
+``OTAUDIT_PAIR_DEVICE=cpu`` keeps pair work on the CPU. Results are plain floats either way.
+
 Pair results are cached too (key: measure, its parameters, both embedding keys, code
 version), so a scheduled re-run recomputes only the pairs of datasets that changed.
 A pair whose dataset failed, or whose computation raised one of otaudit's errors, becomes a
@@ -148,14 +153,20 @@ def pair_block_attempt(
     :class:`DatasetFailure` of a dataset that failed. Statistics and embeddings are read
     from the cache once per block and dataset.
     """
+    import torch
+
+    from otaudit.config import load_settings
     from otaudit.errors import OTAuditError, StorageError
     from otaudit.otdd import DatasetStats
     from otaudit.report import failed_pair_row, pair_row
+    from otaudit.tasks.runtime import worker_device
 
     by_name = refs
     measures = list(plan.measures) if measures is None else list(measures)
     cache = open_cache(plan)
     loaded: dict[tuple[str, str], Any] = {}
+
+    device = worker_device(load_settings().pair_device)  # this worker's own GPU, or CPU
 
     def load(kind: str, ref: DatasetRef) -> Any:
         key = (kind, ref.name)
@@ -167,7 +178,7 @@ def pair_block_attempt(
                         f"cached statistics of dataset {ref.name!r} vanished from "
                         f"{plan.output!r}/_cache; fix: re-run the audit"
                     )
-                loaded[key] = DatasetStats.from_arrays(arrays)
+                loaded[key] = DatasetStats.from_arrays(arrays, device=device)
             else:
                 arrays = cache.get_arrays("emb", ref.emb_key)
                 if arrays is None:
@@ -175,7 +186,8 @@ def pair_block_attempt(
                         f"cached embeddings of dataset {ref.name!r} vanished from "
                         f"{plan.output!r}/_cache; fix: re-run the audit"
                     )
-                loaded[key] = arrays["X"]
+                X = arrays["X"]
+                loaded[key] = X if device.type == "cpu" else torch.as_tensor(X).to(device)
         return loaded[key]
 
     rows: list[dict[str, Any]] = []

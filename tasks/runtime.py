@@ -15,7 +15,9 @@ passes it explicitly in the workers' ``env``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +32,8 @@ __all__ = [
     "SettingsDaskTaskRunner",
     "cluster_has_gpus",
     "local_gpu_count",
+    "gpu_index_for",
+    "worker_device",
     "cluster_threads",
 ]
 
@@ -113,11 +117,61 @@ def local_gpu_count() -> int:
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
+def gpu_index_for(worker_name: Any, n_gpus: int) -> int:
+    """The GPU that the Dask worker called ``worker_name`` owns on a machine with ``n_gpus``.
+
+    A LocalCluster names its workers ``0, 1, ...`` and ``dask worker --nworkers k`` names
+    them ``<name>-0 ... <name>-(k-1)``: the trailing number modulo ``n_gpus`` spreads them
+    over the GPUs round-robin. Other names (e.g. an address) map through a stable hash.
+    Workers started with their own ``CUDA_VISIBLE_DEVICES`` see one GPU and get 0.
+    """
+    if n_gpus <= 1:
+        return 0
+    s = str(worker_name)
+    m = re.search(r"(\d+)$", s)
+    k = int(m.group(1)) if m else int(hashlib.sha256(s.encode()).hexdigest()[:12], 16)
+    return k % n_gpus
+
+
+def worker_device(preference: str = "auto") -> Any:
+    """The torch device this task computes on, and on a CUDA worker its own GPU.
+
+    ``preference`` (``Settings.pair_device`` for pair work): ``"cpu"`` always computes on
+    the CPU; ``"auto"`` uses the GPU this Dask worker owns (:func:`gpu_index_for`) when
+    CUDA is available, made the current CUDA device so that embedders with
+    ``device: auto`` land on the same GPU, and the CPU otherwise. Outside a Dask worker
+    (e.g. a flow run without the Dask runner) the worker index is 0.
+    """
+    import torch
+
+    if preference not in ("auto", "cpu"):
+        from otaudit.errors import InputError
+
+        raise InputError(
+            f"unknown device preference {preference!r}",
+            field="OTAUDIT_PAIR_DEVICE",
+            fix="use 'auto' (the worker's own GPU when there is one) or 'cpu'",
+        )
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    try:
+        from distributed import get_worker
+
+        name: Any = get_worker().name
+    except ValueError:  # not inside a Dask worker
+        name = 0
+    k = gpu_index_for(name, torch.cuda.device_count())
+    torch.cuda.set_device(k)
+    return torch.device("cuda", k)
+
+
 def _cluster_kwargs(settings: Any) -> dict[str, Any]:
     """LocalCluster arguments from the settings (workers get PREFECT_API_URL explicitly).
 
     On a machine with CUDA, every worker advertises ``resources={"GPU": 1}`` so that the
-    embedding tasks (annotated with that resource) run where a GPU is.
+    embedding tasks (annotated with that resource) run where a GPU is; each worker computes
+    on its own GPU, round-robin by worker index (:func:`worker_device`), so a machine with
+    g GPUs wants ``OTAUDIT_N_WORKERS`` = g (or a multiple of g).
     """
     env = {
         k: os.environ[k]

@@ -1,0 +1,59 @@
+"""Where work runs: each Dask worker owns one GPU (round-robin), CPU without CUDA.
+
+The GPU branch cannot run on CI (no GPU); what runs here is the mapping from worker names
+to GPUs (checked against the names a real LocalCluster gives its workers) and the CPU
+fallback.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from otaudit.errors import InputError
+from otaudit.tasks.runtime import gpu_index_for, worker_device
+
+
+def test_gpu_index_round_robin_over_worker_indices():
+    assert [gpu_index_for(i, 4) for i in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
+    # `dask worker --nworkers k --name node7` names workers node7-0 ... node7-(k-1)
+    assert [gpu_index_for(f"node7-{i}", 2) for i in range(4)] == [0, 1, 0, 1]
+    # one visible GPU (CUDA_VISIBLE_DEVICES per worker) or none: always 0
+    assert gpu_index_for("tcp://10.0.0.3:4411", 1) == 0
+    assert gpu_index_for(5, 0) == 0
+
+
+def test_gpu_index_for_unnumbered_names_is_stable_and_in_range():
+    names = ["alpha", "beta", "gamma", "tcp://10.0.0.3:abc"]
+    first = [gpu_index_for(n, 3) for n in names]
+    assert first == [gpu_index_for(n, 3) for n in names]
+    assert all(0 <= k < 3 for k in first)
+
+
+def test_worker_device_without_cuda_is_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("this checks the CPU fallback; a CUDA machine takes the GPU branch")
+    assert worker_device("auto") == torch.device("cpu")
+    assert worker_device("cpu") == torch.device("cpu")
+
+
+def test_worker_device_rejects_unknown_preference():
+    with pytest.raises(InputError, match="OTAUDIT_PAIR_DEVICE.*fix"):
+        worker_device("gpu")
+
+
+def test_local_cluster_workers_get_distinct_gpus(dask_cluster):
+    """The names a real LocalCluster gives its workers spread them over the GPUs."""
+    from distributed import Client, get_worker
+
+    def probe() -> tuple[int, str]:  # runs as a task, like the pipeline's tasks
+        return gpu_index_for(get_worker().name, 2), str(worker_device("auto"))
+
+    with Client(dask_cluster, set_as_default=False) as client:
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        futures = [client.submit(probe, workers=[w], pure=False) for w in workers]
+        got = client.gather(futures)
+    assert len(workers) == 2
+    assert sorted(k for k, _ in got) == [0, 1]
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert all(d.startswith(expected) for _, d in got)
