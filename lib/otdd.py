@@ -639,6 +639,31 @@ def _check_common(inner: str, solver: str, lambda_x: float, lambda_y: float) -> 
             )
 
 
+def _base_params(inner: str, solver: str, lambda_x: float, lambda_y: float) -> dict[str, Any]:
+    return {
+        "inner": inner,
+        "solver": solver,
+        "lambda_x": float(lambda_x),
+        "lambda_y": float(lambda_y),
+    }
+
+
+def _identical_result(inner: str, params: dict[str, Any], seconds: float = 0.0) -> OTResult:
+    """OTDD² of a dataset with itself: exactly 0 (identity coupling, ``c >= 0``), no solve."""
+    return OTResult(
+        value=0.0,
+        lower=0.0,
+        upper=0.0,
+        certified=True,
+        method=f"otdd[{inner}]:identical-datasets",
+        n_solves=0,
+        seconds=seconds,
+        params=params,
+        converged=True,
+        extra={"inner_solves": 0, "outer_solves": 0},
+    )
+
+
 def otdd_from_stats(
     sa: DatasetStats,
     sb: DatasetStats,
@@ -692,10 +717,7 @@ def otdd_from_stats(
                     fix="compute them with dataset_stats(..., inner='gaussian' or 'both')",
                 )
     params: dict[str, Any] = {
-        "inner": inner,
-        "solver": solver,
-        "lambda_x": float(lambda_x),
-        "lambda_y": float(lambda_y),
+        **_base_params(inner, solver, lambda_x, lambda_y),
         "labels": "labeled" if labeled else "unlabeled",
         "n_a": sa.n,
         "n_b": sb.n,
@@ -714,18 +736,7 @@ def otdd_from_stats(
             if isinstance(v, (int, float, str, bool, type(None)))
         }
     if sa.fingerprint == sb.fingerprint:
-        return OTResult(
-            value=0.0,
-            lower=0.0,
-            upper=0.0,
-            certified=True,
-            method=f"otdd[{inner}]:identical-datasets",
-            n_solves=0,
-            seconds=time.perf_counter() - t0,
-            params=params,
-            converged=True,
-            extra={"inner_solves": 0, "outer_solves": 0},
-        )
+        return _identical_result(inner, params, time.perf_counter() - t0)
     # canonical order -> bitwise-identical results for (a, b) and (b, a)
     if sb.fingerprint < sa.fingerprint:
         sa, sb = sb, sa
@@ -919,10 +930,7 @@ def otdd_matrix(
             fix="give every dataset its own name",
         )
     params: dict[str, Any] = {
-        "inner": inner,
-        "solver": solver,
-        "lambda_x": float(lambda_x),
-        "lambda_y": float(lambda_y),
+        **_base_params(inner, solver, lambda_x, lambda_y),
         "solver_options": json.dumps(solver_options, sort_keys=True, default=str),
         "inner_options": json.dumps(inner_options or {}, sort_keys=True, default=str),
     }
@@ -944,15 +952,8 @@ def otdd_matrix(
     res: list[list[OTResult | None]] = [[None] * N for _ in range(N)]
     computed = []
     for i in range(N):
-        res[i][i] = OTResult(
-            value=0.0,
-            lower=0.0,
-            upper=0.0,
-            certified=True,
-            method=f"otdd[{inner}]:identical-datasets",
-            n_solves=0,
-            params={"inner": inner, "dataset_a": names[i], "dataset_b": names[i]},
-            extra={"inner_solves": 0, "outer_solves": 0},
+        res[i][i] = _identical_result(
+            inner, {"inner": inner, "dataset_a": names[i], "dataset_b": names[i]}
         )
         for j in range(i + 1, N):
             key = (stats[i].fingerprint, stats[j].fingerprint)
