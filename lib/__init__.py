@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 from .bounds import ot_bounds, solve_ot
 from .otdd import DatasetStats, dataset_stats, otdd, otdd_from_stats, otdd_matrix
-from .sliced import sliced_otdd
+from .sliced import sliced_matrix, sliced_otdd
 
 __all__ = [
     "OTResult",
@@ -29,6 +29,7 @@ __all__ = [
     "otdd_matrix",
     "otdd_from_stats",
     "sliced_otdd",
+    "sliced_matrix",
     "dataset_stats",
     "DatasetStats",
     "InputError",

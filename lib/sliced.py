@@ -15,14 +15,26 @@ Near-linear in n: points and label statistics are projected on random directions
   reported. It is usually loose: a certificate, not an estimate.
 
 ``upper`` is ``+inf`` (no feasible plan is built here).
+
+Registries: the directions depend only on the augmented dimension and the seed, and the
+augmented points ``z`` only on their own dataset, so the sorted projections of each dataset
+(a :class:`SlicedSketch`) are computed **once**; a pair then costs one merge of sorted
+columns, O((n + m) * L). :func:`sliced_matrix` screens N datasets with N sketches and
+N(N-1)/2 merges; its entries equal :func:`sliced_otdd` bit for bit (same directions, same
+arithmetic). :func:`sliced_otdd` itself projects a few directions at a time so that its
+memory stays within ``config.COST_BLOCK_BYTES`` at any n; a sketch holds ``n * L`` float64
+(``L = n_projections + n_frames * D``), so sketches are for registries of moderate n.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import config
@@ -30,24 +42,34 @@ from ._arrays import as_labels, as_points, check_pair
 from .errors import InputError
 from .result import OTResult
 
-__all__ = ["sliced_otdd", "sliced_w2_1d"]
+__all__ = [
+    "SlicedMatrix",
+    "SlicedSketch",
+    "sliced_from_sketches",
+    "sliced_matrix",
+    "sliced_otdd",
+    "sliced_sketch",
+    "sliced_w2_1d",
+]
 
 
-def sliced_w2_1d(
-    u: torch.Tensor, v: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None
+def _sort_cols(u: torch.Tensor) -> torch.Tensor:
+    """Sort each column (numpy's sort on CPU: ~4x torch's for [n, L] along dim 0)."""
+    if u.device.type == "cpu":
+        return torch.from_numpy(np.sort(u.numpy(), axis=0))
+    return torch.sort(u, dim=0).values
+
+
+def _w2_sorted(
+    us: torch.Tensor, vs: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Exact 1-D W2² between columns: ``u [n, L]``, ``v [m, L]`` → ``[L]``.
-
-    Uniform weights when ``a``/``b`` are None (then the quantile functions are step functions
-    on the merged grid of ``i/n`` and ``j/m``; computed by merging, O((n+m) log(n+m)) per column).
-    """
-    n, m = u.shape[0], v.shape[0]
-    us = torch.sort(u, dim=0).values
-    vs = torch.sort(v, dim=0).values
+    """Exact 1-D W2² between columns of SORTED ``us [n, L]`` and ``vs [m, L]`` -> ``[L]``:
+    the quantile functions are step functions on the merged grid of the cumulative weights."""
+    n, m = us.shape[0], vs.shape[0]
     if a is None:
-        a = torch.full((n,), 1.0 / n, dtype=u.dtype, device=u.device)
+        a = torch.full((n,), 1.0 / n, dtype=us.dtype, device=us.device)
     if b is None:
-        b = torch.full((m,), 1.0 / m, dtype=v.dtype, device=v.device)
+        b = torch.full((m,), 1.0 / m, dtype=vs.dtype, device=vs.device)
     ca = torch.cumsum(a, 0)
     cb = torch.cumsum(b, 0)
     grid = torch.unique(torch.cat([ca, cb]).clamp(max=1.0))
@@ -57,6 +79,17 @@ def sliced_w2_1d(
     ia = torch.searchsorted(ca, mids).clamp(max=n - 1)
     ib = torch.searchsorted(cb, mids).clamp(max=m - 1)
     return (widths[:, None] * (us[ia] - vs[ib]) ** 2).sum(0)
+
+
+def sliced_w2_1d(
+    u: torch.Tensor, v: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Exact 1-D W2² between columns: ``u [n, L]``, ``v [m, L]`` → ``[L]``.
+
+    Weights ``a``/``b`` apply to the SORTED values (uniform when None, the screening case);
+    O((n + m) log(n + m)) per column.
+    """
+    return _w2_sorted(_sort_cols(u), _sort_cols(v), a, b)
 
 
 def _projected_w2(
@@ -78,6 +111,68 @@ def _class_means(X: torch.Tensor, codes: torch.Tensor, k: int) -> torch.Tensor:
     sums = torch.zeros(k, X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, codes, X)
     counts = torch.bincount(codes, minlength=k).to(X.dtype)
     return sums / counts[:, None]
+
+
+def _check_counts(n_projections: int, n_frames: int) -> None:
+    if n_projections < 1 or n_frames < 1:
+        raise InputError(
+            "n_projections and n_frames must be >= 1",
+            field="n_projections",
+            fix="pass positive integers",
+        )
+
+
+def _augment(X: torch.Tensor, y: Any, lambda_x: float, lambda_y: float, name: str) -> torch.Tensor:
+    """``z = (sqrt(lambda_x) x, sqrt(lambda_y) mu_y)`` (labelled) or ``sqrt(lambda_x) x``."""
+    parts = [math.sqrt(lambda_x) * X]
+    if y is not None:
+        codes, _ = as_labels(y, X.shape[0], name=name)
+        ct = torch.as_tensor(codes, device=X.device)
+        mu = _class_means(X, ct, int(codes.max()) + 1)
+        parts.append(math.sqrt(lambda_y) * mu[ct])
+    return torch.cat(parts, 1)
+
+
+def _directions(
+    D: int, n_projections: int, n_frames: int, seed: int, device: torch.device
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Random unit directions ``[D, P]`` and ``n_frames`` random orthonormal frames ``[D, D]``
+    (one seeded generator: the same for every dataset of that augmented dimension)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    theta = torch.randn(D, n_projections, generator=gen, dtype=torch.float64)
+    theta /= theta.norm(dim=0, keepdim=True)
+    frames = [
+        torch.linalg.qr(torch.randn(D, D, generator=gen, dtype=torch.float64))[0].to(device)
+        for _ in range(n_frames)
+    ]
+    return theta.to(device), frames
+
+
+def _result(estimate: float, lower: float, D: int, params: dict[str, Any], t0: float) -> OTResult:
+    return OTResult(
+        value=estimate,
+        lower=lower,
+        upper=math.inf,
+        certified=False,
+        method="sliced-estimate",
+        n_solves=0,
+        seconds=time.perf_counter() - t0,
+        params=params,
+        extra={"lower_is_certified": True, "augmented_dim": D},
+    )
+
+
+def _params(
+    n_projections: int, n_frames: int, lambda_x: float, lambda_y: float, seed: int, labelled: bool
+) -> dict[str, Any]:
+    return {
+        "n_projections": n_projections,
+        "n_frames": n_frames,
+        "lambda_x": lambda_x,
+        "lambda_y": lambda_y if labelled else 0.0,
+        "seed": seed,
+        "labelled": labelled,
+    }
 
 
 def sliced_otdd(
@@ -104,54 +199,146 @@ def sliced_otdd(
         ``upper = inf``; ``method = "sliced-estimate"``.
     """
     t0 = time.perf_counter()
-    if n_projections < 1 or n_frames < 1:
-        raise InputError(
-            "n_projections and n_frames must be >= 1",
-            field="n_projections",
-            fix="pass positive integers",
-        )
+    _check_counts(n_projections, n_frames)
     X1t = as_points(X1, name="X1")
     X2t = as_points(X2, name="X2", device=X1t.device)
     check_pair(X1t, X2t, "X1", "X2")
     labelled = y1 is not None and y2 is not None
-    parts1 = [math.sqrt(lambda_x) * X1t]
-    parts2 = [math.sqrt(lambda_x) * X2t]
-    if labelled:
-        c1, _ = as_labels(y1, X1t.shape[0], name="y1")
-        c2, _ = as_labels(y2, X2t.shape[0], name="y2")
-        c1t = torch.as_tensor(c1, device=X1t.device)
-        c2t = torch.as_tensor(c2, device=X2t.device)
-        mu1 = _class_means(X1t, c1t, int(c1.max()) + 1)
-        mu2 = _class_means(X2t, c2t, int(c2.max()) + 1)
-        parts1.append(math.sqrt(lambda_y) * mu1[c1t])
-        parts2.append(math.sqrt(lambda_y) * mu2[c2t])
-    Z1 = torch.cat(parts1, 1)
-    Z2 = torch.cat(parts2, 1)
+    Z1 = _augment(X1t, y1 if labelled else None, lambda_x, lambda_y, "y1")
+    Z2 = _augment(X2t, y2 if labelled else None, lambda_x, lambda_y, "y2")
     D = Z1.shape[1]
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    theta = torch.randn(D, n_projections, generator=gen, dtype=torch.float64).to(Z1.device)
-    theta /= theta.norm(dim=0, keepdim=True)
+    theta, frames = _directions(D, n_projections, n_frames, seed, Z1.device)
     estimate = float(D * _projected_w2(Z1, Z2, theta).mean())
-    lower = 0.0
-    for _ in range(n_frames):
-        Q, _r = torch.linalg.qr(torch.randn(D, D, generator=gen, dtype=torch.float64))
-        Q = Q.to(Z1.device)
-        lower = max(lower, float(_projected_w2(Z1, Z2, Q).sum()))
-    return OTResult(
-        value=estimate,
-        lower=lower,
-        upper=math.inf,
-        certified=False,
-        method="sliced-estimate",
-        n_solves=0,
-        seconds=time.perf_counter() - t0,
-        params={
-            "n_projections": n_projections,
-            "n_frames": n_frames,
-            "lambda_x": lambda_x,
-            "lambda_y": lambda_y if labelled else 0.0,
-            "seed": seed,
-            "labelled": labelled,
-        },
-        extra={"lower_is_certified": True, "augmented_dim": D},
+    lower = max(float(_projected_w2(Z1, Z2, Q).sum()) for Q in frames)
+    params = _params(n_projections, n_frames, lambda_x, lambda_y, seed, labelled)
+    return _result(estimate, lower, D, params, t0)
+
+
+# --------------------------------------------------------------------------------------
+# registries: per-dataset sketches, one merge per pair
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlicedSketch:
+    """One dataset's sorted projections for sliced screening (computed once, any pairs).
+
+    Attributes:
+        name: dataset name (error messages, results).
+        proj: ``[n, n_projections]`` sorted projections of the augmented points on the
+            random directions.
+        frames: ``[n_frames, n, D]`` sorted projections on each orthonormal frame.
+        params: ``n_projections, n_frames, lambda_x, lambda_y, seed, labelled``: two sketches
+            combine only when these and the dimension agree.
+    """
+
+    name: str
+    proj: torch.Tensor
+    frames: torch.Tensor
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.proj.shape[0])
+
+    @property
+    def augmented_dim(self) -> int:
+        return int(self.frames.shape[2])
+
+
+def sliced_sketch(
+    X: Any,
+    y: Any = None,
+    *,
+    name: str = "D",
+    n_projections: int = config.SLICED_N_PROJECTIONS,
+    n_frames: int = config.SLICED_N_FRAMES,
+    lambda_x: float = config.LAMBDA_X,
+    lambda_y: float = config.LAMBDA_Y,
+    seed: int = config.SEED,
+) -> SlicedSketch:
+    """Sorted projections of one dataset (``y=None``: unlabelled) for :func:`sliced_from_sketches`.
+
+    Memory: ``n * (n_projections + n_frames * D)`` float64 (``D = d`` unlabelled, ``2 d``
+    labelled).
+    """
+    _check_counts(n_projections, n_frames)
+    Xt = as_points(X, name=name)
+    Z = _augment(Xt, y, lambda_x, lambda_y, name)
+    theta, frames = _directions(Z.shape[1], n_projections, n_frames, seed, Z.device)
+    proj = _sort_cols(Z @ theta)
+    fr = torch.stack([_sort_cols(Z @ Q) for Q in frames])
+    params = _params(n_projections, n_frames, lambda_x, lambda_y, seed, y is not None)
+    return SlicedSketch(name=name, proj=proj, frames=fr, params=params)
+
+
+def sliced_from_sketches(sa: SlicedSketch, sb: SlicedSketch) -> OTResult:
+    """:func:`sliced_otdd` of two datasets from their sketches (one merge per direction)."""
+    t0 = time.perf_counter()
+    if sa.augmented_dim != sb.augmented_dim:
+        raise InputError(
+            f"dimension mismatch: {sa.name!r} and {sb.name!r} have augmented dimensions "
+            f"{sa.augmented_dim} and {sb.augmented_dim}",
+            dataset=f"{sa.name} vs {sb.name}",
+            field="features",
+            fix="embed both datasets with the same embedder; label both or neither",
+        )
+    if sa.params != sb.params:
+        raise InputError(
+            f"sketches were made with different parameters ({sa.params} vs {sb.params})",
+            dataset=f"{sa.name} vs {sb.name}",
+            field="params",
+            fix="make every sketch of a registry with the same parameters",
+        )
+    D = sa.augmented_dim
+    estimate = float(D * _w2_sorted(sa.proj, sb.proj).mean())
+    lower = max(
+        float(_w2_sorted(sa.frames[k], sb.frames[k]).sum()) for k in range(sa.frames.shape[0])
+    )
+    return _result(estimate, lower, D, dict(sa.params), t0)
+
+
+@dataclass(frozen=True)
+class SlicedMatrix:
+    """Sliced screening over a registry: ``values`` (estimates) and certified ``lower``
+    (``[N, N]``, symmetric, zero diagonal), with the per-pair :class:`OTResult` s."""
+
+    names: tuple[str, ...]
+    values: np.ndarray
+    lower: np.ndarray
+    results: dict[tuple[int, int], OTResult]
+    seconds_sketches: float
+    seconds_pairs: float
+
+
+def sliced_matrix(
+    datasets: Sequence[tuple[str, Any, Any] | SlicedSketch], **options: Any
+) -> SlicedMatrix:
+    """Sliced screening of every pair of a registry: N sketches + N(N-1)/2 merges.
+
+    ``datasets``: ``(name, X, y)`` tuples (``y=None``: unlabelled) or ready
+    :class:`SlicedSketch` es; ``options``: as :func:`sliced_sketch`. Entry ``(i, j)`` equals
+    ``sliced_otdd(X_i, y_i, X_j, y_j, **options)`` (same directions and arithmetic).
+    """
+    t0 = time.perf_counter()
+    sk = [
+        d if isinstance(d, SlicedSketch) else sliced_sketch(d[1], d[2], name=d[0], **options)
+        for d in datasets
+    ]
+    t1 = time.perf_counter()
+    N = len(sk)
+    vals = np.zeros((N, N))
+    low = np.zeros((N, N))
+    results: dict[tuple[int, int], OTResult] = {}
+    for i in range(N):
+        for j in range(i + 1, N):
+            r = sliced_from_sketches(sk[i], sk[j])
+            results[(i, j)] = r
+            vals[i, j] = vals[j, i] = r.value
+            low[i, j] = low[j, i] = r.lower
+    return SlicedMatrix(
+        names=tuple(s.name for s in sk),
+        values=vals,
+        lower=low,
+        results=results,
+        seconds_sketches=t1 - t0,
+        seconds_pairs=time.perf_counter() - t1,
     )

@@ -96,3 +96,40 @@ def test_bad_input_one_line_errors():
         sliced_otdd(bad, None, X, None)
     with pytest.raises(InputError, match="n_projections"):
         sliced_otdd(X, None, X, None, n_projections=0)
+
+
+def test_sliced_matrix_equals_pairwise_calls_and_checks_its_inputs():
+    """Registry screening from per-dataset sketches == sliced_otdd on every pair."""
+    from sklearn.datasets import load_digits
+
+    from otaudit.sliced import sliced_matrix, sliced_sketch
+
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(3)
+    reg = [
+        ("a", X[:300], y[:300]),
+        ("b", X[300:550] + rng.normal(0, 1.0, (250, 64)), y[300:550]),
+        ("c", X[550:900][:, ::-1].copy(), np.array([f"c{v}" for v in y[550:900]])),
+        ("d", X[900:1000], y[900:1000] + 7),
+    ]
+    M = sliced_matrix(reg, n_projections=64, n_frames=2, seed=5)
+    assert M.names == ("a", "b", "c", "d")
+    assert np.array_equal(M.values, M.values.T) and np.all(np.diag(M.values) == 0)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            r = sliced_otdd(*reg[i][1:], *reg[j][1:], n_projections=64, n_frames=2, seed=5)
+            # same directions and sorted values; only the matmul blocking of the projections
+            # may differ (sliced_otdd projects a few directions at a time): float64 round-off
+            assert M.values[i, j] == pytest.approx(r.value, rel=1e-12)
+            assert M.lower[i, j] == pytest.approx(r.lower, rel=1e-12)
+            assert not M.results[(i, j)].certified and M.lower[i, j] <= M.values[i, j] * 64
+    # unlabelled sketches and mixing labelled with unlabelled
+    un = sliced_matrix([(n, A, None) for n, A, _ in reg[:2]], n_projections=16)
+    r = sliced_otdd(reg[0][1], None, reg[1][1], None, n_projections=16)
+    assert un.values[0, 1] == pytest.approx(r.value, rel=1e-12)
+    with pytest.raises(InputError, match="'a' and 'b'.*label both or neither"):
+        sliced_matrix([("a", X[:50], y[:50]), ("b", X[50:100], None)])
+    with pytest.raises(InputError, match="different parameters"):
+        sliced_matrix([sliced_sketch(X[:50], y[:50], name="a", seed=1), ("b", X[50:90], y[50:90])])
+    with pytest.raises(InputError, match="dimension mismatch"):
+        sliced_matrix([("a", X[:50], None), ("b", X[50:90, :10], None)])
