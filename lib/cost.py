@@ -329,31 +329,47 @@ def c_transform(
     fast = fast and has_lower_block(cost)
     if side not in ("x", "y"):
         raise ValueError(f"side must be 'x' or 'y', got {side!r}")
-    if side == "x":
-        out = torch.empty(cost.m, dtype=torch.float64, device=f.device)
-        rows = chunk_size(cost.n, budget_bytes, itemsize=2 if fast else 8)
-        for J in row_chunks(cost.m, rows):
+    n_out, n_other = (cost.m, cost.n) if side == "x" else (cost.n, cost.m)
+    out = torch.full((n_out,), math.inf, dtype=torch.float64, device=f.device)
+    rows, cols = _tiles(n_out, n_other, budget_bytes, itemsize=2 if fast else 8)
+    for R in row_chunks(n_out, rows):
+        for K in row_chunks(n_other, cols):
+            # tile minimum over K of c - f for the outputs R; exact in both branches
+            K_all = cols >= n_other  # whole other side: no indexing copies
+            KK = None if K_all else K
+            res = None
             if fast:
-                B, margin = cost.lower_block(None, J, f, None, transposed=True)  # type: ignore[attr-defined]
-                res = _exact_candidates(B, margin, f, cost.Y[J], cost.X)  # type: ignore[attr-defined]
-                if res is not None:
-                    out[J] = res
-                    continue
-            C = cost.block(None, J)  # [n, |J|]
-            out[J] = (C - f[:, None]).min(dim=0).values
-        return out
-    out = torch.empty(cost.n, dtype=torch.float64, device=f.device)
-    rows = chunk_size(cost.m, budget_bytes, itemsize=2 if fast else 8)
-    for I in row_chunks(cost.n, rows):
-        if fast:
-            B, margin = cost.lower_block(I, None, None, f)  # type: ignore[attr-defined]
-            res = _exact_candidates(B, margin, f, cost.X[I], cost.Y)  # type: ignore[attr-defined]
-            if res is not None:
-                out[I] = res
-                continue
-        C = cost.block(I, None)  # [|I|, m]
-        out[I] = (C - f[None, :]).min(dim=1).values
+                if side == "x":
+                    B, margin = cost.lower_block(KK, R, f[K], None, transposed=True)  # type: ignore[attr-defined]
+                    res = _exact_candidates(B, margin, f[K], cost.Y[R], cost.X[K])  # type: ignore[attr-defined]
+                else:
+                    B, margin = cost.lower_block(R, KK, None, f[K])  # type: ignore[attr-defined]
+                    res = _exact_candidates(B, margin, f[K], cost.X[R], cost.Y[K])  # type: ignore[attr-defined]
+            if res is None:
+                if side == "x":
+                    res = (cost.block(KK, R) - f[K][:, None]).min(dim=0).values
+                else:
+                    res = (cost.block(R, KK) - f[K][None, :]).min(dim=1).values
+            out[R] = res if K_all else torch.minimum(out[R], res)
     return out
+
+
+def _tiles(n_out: int, n_other: int, budget_bytes: int | None, itemsize: int) -> tuple[int, int]:
+    """Tile ``(rows of the output, columns of the other side)`` for c-transforms.
+
+    Whole rows (``cols = n_other``) while at least ``C_TRANSFORM_MIN_ROWS`` of them fit the
+    budget (the previous behaviour); beyond, the other side is cut into column tiles with a
+    running minimum, so that per-tile set-up (the augmented float32 operands of the fast
+    path: ``(rows + cols) x (d + 2)``) stays small next to the tile's ``rows x cols`` entries.
+    Without this, 5 000 x 1 000 000 cut into 10-row chunks rebuilt a 1M-row operand 500 times.
+    """
+    budget = config.COST_BLOCK_BYTES if budget_bytes is None else budget_bytes
+    rows = chunk_size(n_other, budget_bytes, itemsize)
+    min_rows = min(n_out, config.C_TRANSFORM_MIN_ROWS)
+    if rows >= min_rows:
+        return rows, n_other
+    cols = max(1, int(budget // max(1, min_rows * itemsize * 3)))
+    return min_rows, min(n_other, cols)
 
 
 class DenseCost:

@@ -124,3 +124,29 @@ def test_fast_path_on_float32_input_and_device_agnostic():
     assert out.device == X.device and out.dtype == torch.float64
     ref = direct(X.double(), Y.double()).amin(0)
     assert torch.allclose(out, ref, rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("side", ["x", "y"])
+def test_c_transform_column_tiles_equal_whole_rows(side):
+    """A long other side is cut into column tiles (running minimum); same exact result."""
+    from otaudit.cost import _tiles
+
+    rng = np.random.default_rng(7)
+    X = torch.from_numpy(rng.normal(size=(2000, 8)))
+    Y = torch.from_numpy(rng.normal(size=(3000, 8)) + 0.3)
+    cost = SqEuclidean(X, Y)
+    k = X.shape[0] if side == "x" else Y.shape[0]
+    f = torch.from_numpy(rng.normal(size=k)) * 0.5
+    D = direct(X, Y)
+    ref = (D - f[:, None]).amin(0) if side == "x" else (D - f[None, :]).amin(1)
+    n_out, n_other = (3000, 2000) if side == "x" else (2000, 3000)
+    small = 256 * 2 * 3 * 500  # 256 rows x 500 columns of float32 (+ temporaries)
+    assert _tiles(n_out, n_other, None, 2)[1] == n_other  # default budget: whole rows
+    rows, cols = _tiles(n_out, n_other, small, 2)
+    assert (rows, cols) == (256, 500)
+    for fast in (True, False):
+        got = c_transform(cost, f, side=side, fast=fast, budget_bytes=small)
+        # exact up to float64 round-off of the cost (same tolerance as above)
+        assert torch.allclose(got, ref, rtol=RTOL, atol=RTOL * float(D.max()))
+        whole = c_transform(cost, f, side=side, fast=fast)
+        assert torch.allclose(got, whole, rtol=RTOL, atol=RTOL * float(D.max()))
