@@ -19,7 +19,7 @@ EMD_MIN_MAX_ITER: int = 1_000_000
 COST_BLOCK_BYTES: int = 64 * 2**20
 #: c-transforms: fewest output rows per block; when fewer rows of the whole other side fit
 #: COST_BLOCK_BYTES, the other side is cut into column tiles (running minimum) instead.
-C_TRANSFORM_MIN_ROWS: int = 256
+C_TRANSFORM_MIN_ROWS: int = 128
 #: Sinkhorn: entropic regularisation relative to the mean ground cost, iterations, tolerance.
 SINKHORN_REG_REL: float = 1e-3
 SINKHORN_MAX_ITER: int = 2000

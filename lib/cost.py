@@ -361,7 +361,8 @@ def _tiles(n_out: int, n_other: int, budget_bytes: int | None, itemsize: int) ->
     budget (the previous behaviour); beyond, the other side is cut into column tiles with a
     running minimum, so that per-tile set-up (the augmented float32 operands of the fast
     path: ``(rows + cols) x (d + 2)``) stays small next to the tile's ``rows x cols`` entries.
-    Without this, 5 000 x 1 000 000 cut into 10-row chunks rebuilt a 1M-row operand 500 times.
+    Without this, 5 000 x 1 000 000 cut into 10-row chunks rebuilt a 1M-row operand 500 times
+    (247.9 s; 58.8 s with tiles).
     """
     budget = config.COST_BLOCK_BYTES if budget_bytes is None else budget_bytes
     rows = chunk_size(n_other, budget_bytes, itemsize)

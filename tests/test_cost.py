@@ -140,10 +140,13 @@ def test_c_transform_column_tiles_equal_whole_rows(side):
     D = direct(X, Y)
     ref = (D - f[:, None]).amin(0) if side == "x" else (D - f[None, :]).amin(1)
     n_out, n_other = (3000, 2000) if side == "x" else (2000, 3000)
-    small = 256 * 2 * 3 * 500  # 256 rows x 500 columns of float32 (+ temporaries)
+    from otaudit import config
+
+    r0 = config.C_TRANSFORM_MIN_ROWS
+    small = r0 * 2 * 3 * 500  # r0 rows x 500 columns of float32 (+ temporaries)
     assert _tiles(n_out, n_other, None, 2)[1] == n_other  # default budget: whole rows
     rows, cols = _tiles(n_out, n_other, small, 2)
-    assert (rows, cols) == (256, 500)
+    assert (rows, cols) == (r0, 500)
     for fast in (True, False):
         got = c_transform(cost, f, side=side, fast=fast, budget_bytes=small)
         # exact up to float64 round-off of the cost (same tolerance as above)
