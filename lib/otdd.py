@@ -648,6 +648,16 @@ def _base_params(inner: str, solver: str, lambda_x: float, lambda_y: float) -> d
     }
 
 
+def _mixed_labels_error(unlabeled: str) -> InputError:
+    return InputError(
+        "one dataset is labeled and the other is not",
+        dataset=unlabeled,
+        field="labels",
+        fix="pass labels for both, y=None for both, "
+        "or pseudo_labels=k to label the unlabeled one by k-means",
+    )
+
+
 def _identical_result(inner: str, params: dict[str, Any], seconds: float = 0.0) -> OTResult:
     """OTDD² of a dataset with itself: exactly 0 (identity coupling, ``c >= 0``), no solve."""
     return OTResult(
@@ -697,14 +707,7 @@ def otdd_from_stats(
             fix="embed both datasets with the same embedder",
         )
     if sa.labeled != sb.labeled:
-        unl = sb.name if sa.labeled else sa.name
-        raise InputError(
-            "one dataset is labeled and the other is not",
-            dataset=unl,
-            field="labels",
-            fix="pass labels for both, y=None for both, "
-            "or pseudo_labels=k to label the unlabeled one by k-means",
-        )
+        raise _mixed_labels_error(sb.name if sa.labeled else sa.name)
     labeled = sa.labeled
     use_labels = labeled and lambda_y > 0
     if use_labels:
@@ -825,14 +828,7 @@ def otdd(
     t0 = time.perf_counter()
     _check_common(inner, solver, lambda_x, lambda_y)
     if (y1 is None) != (y2 is None) and pseudo_labels is None:
-        unl = names[0] if y1 is None else names[1]
-        raise InputError(
-            "one dataset is labeled and the other is not",
-            dataset=unl,
-            field="labels",
-            fix="pass labels for both, y=None for both, "
-            "or pseudo_labels=k to label the unlabeled one by k-means",
-        )
+        raise _mixed_labels_error(names[0] if y1 is None else names[1])
     stats = []
     for X, y, nm in ((X1, y1, names[0]), (X2, y2, names[1])):
         stats.append(
