@@ -320,6 +320,11 @@ def _check_numeric_type(spec: DatasetSpec, col: str, t: pa.DataType) -> None:
 # --- table-level conversion -----------------------------------------------------------
 
 
+def _first_null(arr: pa.Array | pa.ChunkedArray) -> int:
+    """Row (within ``arr``) of its first null value; call only when ``arr.null_count > 0``."""
+    return int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+
+
 def _features_from_table(
     spec: DatasetSpec, table: pa.Table, row0: int, shard: int
 ) -> np.ndarray | list[str]:
@@ -327,7 +332,7 @@ def _features_from_table(
     if _is_text(spec):
         col = table.column(cols[0])
         if col.null_count:
-            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            first = _first_null(col)
             raise InputError(
                 f"{col.null_count} rows have no text (first at row {row0 + first})",
                 dataset=spec.name,
@@ -340,7 +345,7 @@ def _features_from_table(
         t = col.type
         if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
             if col.null_count:
-                first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                first = _first_null(col)
                 raise InputError(
                     f"{col.null_count} rows have a null feature vector (first at "
                     f"row {row0 + first})",
@@ -364,7 +369,7 @@ def _features_from_table(
                     )
             values = col.flatten()
             if values.null_count:
-                first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+                first = _first_null(values)
                 raise InputError(
                     f"{values.null_count} null feature values (first at row "
                     f"{row0 + first // max(d, 1)})",
@@ -391,7 +396,7 @@ def _numeric_columns(spec: DatasetSpec, cols: list[pa.Array], row0: int) -> np.n
     parts = []
     for c in cols:
         if c.null_count:
-            first = int(np.flatnonzero(c.is_null().to_numpy(zero_copy_only=False))[0])
+            first = _first_null(c)
             raise InputError(
                 f"{c.null_count} null feature values (first at row {row0 + first})",
                 dataset=spec.name,
@@ -422,7 +427,7 @@ def _labels_from_array(spec: DatasetSpec, arr: np.ndarray | pa.Array, row0: int)
     if isinstance(arr, pa.ChunkedArray | pa.Array):
         a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
         if a.null_count:
-            first = int(np.flatnonzero(a.is_null().to_numpy(zero_copy_only=False))[0])
+            first = _first_null(a)
             raise InputError(
                 f"{a.null_count} rows have no label (first at row {row0 + first})",
                 dataset=spec.name,
