@@ -74,6 +74,7 @@ from .errors import ConvergenceWarning, InputError
 from .exact import emd
 from .partition import Blocks, aligned_pieces, kmeans, random_blocks
 from .result import OTResult
+from .sinkhorn import batched_plans, sparsify_plan
 
 __all__ = [
     "solve_ot",
@@ -89,6 +90,7 @@ __all__ = [
 SOLVERS = ("auto", "exact", "sinkhorn", "minibatch")
 PARTITIONS = ("aligned", "random")
 COUPLINGS = ("diagonal", "optimal", "independent", "union", "greedy", "colgen")
+BLOCK_SOLVERS = ("auto", "exact", "sinkhorn")
 
 
 # ----------------------------------------------------------------------------------------
@@ -188,6 +190,100 @@ def _exact_block(
         pp=pp,
         qq=qq,
     )
+
+
+def _sinkhorn_blocks(
+    cost: GroundCost,
+    problems: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> list[_Solve]:
+    """Solve many block problems ``(I, J, wa, wb)`` with batched Sinkhorn launches.
+
+    The problems are padded to a common ``[B, n_max, m_max]`` (padding carries zero mass and
+    is ignored by every reduction) and grouped so that one launch fits
+    ``config.BOUNDS_BLOCK_BATCH_BYTES``. Each problem's plan is rounded onto its exact
+    marginals and sparsified (:func:`otaudit.sinkhorn.sparsify_plan`): ``W`` is the float64
+    cost of that feasible plan (>= the block's OT, so the glued upper bound stays certified)
+    and ``(f, g)`` the double c-transform of the Sinkhorn potentials (dual feasible; the
+    lower bound is certified afterwards whatever they are). ``exact`` stays True: the block
+    counts as solved (the coupling search treats ``W`` as the block's cost).
+    """
+    out: list[_Solve] = []
+    if not problems:
+        return out
+    dev = cost.device
+    per_entry = 8 + 4 + 8 + 8  # float64 cost, float32 copy, the plan, a temporary
+    k = 0
+    while k < len(problems):
+        n_max = m_max = 1
+        B = 0
+        for I, J, _, _ in problems[k:]:
+            n2, m2 = max(n_max, I.numel()), max(m_max, J.numel())
+            if B and (B + 1) * n2 * m2 * per_entry > config.BOUNDS_BLOCK_BATCH_BYTES:
+                break
+            n_max, m_max, B = n2, m2, B + 1
+        chunk = problems[k : k + B]
+        k += B
+        C = torch.zeros((B, n_max, m_max), dtype=torch.float64, device=dev)
+        A = torch.zeros((B, n_max), dtype=torch.float64, device=dev)
+        Bw = torch.zeros((B, m_max), dtype=torch.float64, device=dev)
+        for t, (I, J, wa, wb) in enumerate(chunk):
+            C[t, : I.numel(), : J.numel()] = cost.block(I, J).to(torch.float64)
+            A[t, : I.numel()] = wa / wa.sum()
+            Bw[t, : J.numel()] = wb / wb.sum()
+        scale = torch.einsum("bn,bnm,bm->b", A, C, Bw)
+        reg = config.BOUNDS_BLOCK_SINKHORN_REG * torch.where(
+            scale > 0, scale, torch.ones_like(scale)
+        )
+        r = batched_plans(
+            C,
+            A,
+            Bw,
+            reg,
+            max_iter=config.BOUNDS_BLOCK_SINKHORN_ITERS,
+            eps_scaling=config.BOUNDS_BLOCK_SINKHORN_EPS_SCALING,
+            warn=False,
+            iter_dtype=torch.float32,
+        )
+        for t, (I, J, _, _) in enumerate(chunk):
+            ni, mj = I.numel(), J.numel()
+            pp, qq, pi = sparsify_plan(
+                r.plan[t, :ni, :mj], A[t, :ni], Bw[t, :mj], config.BOUNDS_BLOCK_SINKHORN_DROP
+            )
+            out.append(
+                _Solve(
+                    W=float((pi * C[t, pp, qq]).sum()),
+                    f=r.f[t, :ni].clone(),
+                    g=r.g[t, :mj].clone(),
+                    pi=pi,
+                    pp=pp,
+                    qq=qq,
+                )
+            )
+        del C, r
+    return out
+
+
+def _solve_blocks(
+    cost: GroundCost,
+    problems: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    block_solver: str,
+) -> list[_Solve]:
+    """Solve block problems ``(I, J, wa, wb)``: POT's LP one by one, or batched Sinkhorn."""
+    if block_solver == "sinkhorn":
+        return _sinkhorn_blocks(cost, problems)
+    return [_exact_block(cost, I, J, wa, wb) for I, J, wa, wb in problems]
+
+
+def _resolve_block_solver(block_solver: Any, device: torch.device) -> str:
+    if block_solver not in BLOCK_SOLVERS:
+        raise InputError(
+            f"unknown block_solver {block_solver!r}",
+            field="block_solver",
+            fix=f"use one of {', '.join(BLOCK_SOLVERS)}",
+        )
+    if block_solver == "auto":
+        return "sinkhorn" if device.type == "cuda" else "exact"
+    return block_solver
 
 
 def _product_block(
@@ -420,16 +516,20 @@ def _refine(
     by_x: bool,
     ledger: _Ledger,
     max_group: int,
+    block_solver: str = "exact",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, dict[str, Any]]:
-    """Re-solve the plan exactly inside each group of entries (grouped by the X label
+    """Re-solve the plan inside each group of entries (grouped by the X label
     ``group[px]`` if ``by_x`` else by ``group[qy]``). Returns the new entries and the
-    stitched duals of the groups solved (f on X, g on Y, labels) for the lower bound."""
+    stitched duals of the groups solved (f on X, g on Y, labels) for the lower bound.
+
+    The group's current entries are a feasible plan of its sub-problem, so an exact re-solve
+    never raises the cost; a Sinkhorn re-solve (``block_solver="sinkhorn"``, all groups in
+    batched launches) replaces a group's entries only where its feasible plan is cheaper."""
     key = group[px] if by_x else group[qy]
     order = torch.argsort(key, stable=True)
     px, qy, mass, key = px[order], qy[order], mass[order], key[order]
     uk, counts = torch.unique_consecutive(key, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
-    new_p, new_q, new_m = [], [], []
     dev = mass.device
     f = torch.zeros(cost.n, dtype=torch.float64, device=dev)
     g = torch.zeros(cost.m, dtype=torch.float64, device=dev)
@@ -437,35 +537,61 @@ def _refine(
     fbest = torch.full((cost.n,), -1.0, dtype=torch.float64, device=dev)
     lab_x = torch.zeros(cost.n, dtype=torch.long, device=dev)
     lab_y = torch.zeros(cost.m, dtype=torch.long, device=dev)
-    total = 0.0
+    # pass 1: which groups are re-solved (within the budget)
+    groups: list[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    todo: list[int] = []
+    left = ledger.budget - ledger.n_solves
     for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
         sl = slice(s, s + c)
-        P_, Q_, M_ = px[sl], qy[sl], mass[sl]
-        up, ip = torch.unique(P_, return_inverse=True)
-        uq, iq = torch.unique(Q_, return_inverse=True)
+        up, ip = torch.unique(px[sl], return_inverse=True)
+        uq, iq = torch.unique(qy[sl], return_inverse=True)
+        groups.append((sl, up, ip, uq, iq))
+        if (
+            up.numel() > 1
+            and uq.numel() > 1
+            and up.numel() <= max_group
+            and uq.numel() <= max_group
+            and len(todo) < left
+        ):
+            todo.append(len(groups) - 1)
+    problems = []
+    for t in todo:
+        sl, up, ip, uq, iq = groups[t]
+        M_ = mass[sl]
         wa = torch.zeros(up.numel(), dtype=torch.float64, device=dev).index_add_(0, ip, M_)
         wb = torch.zeros(uq.numel(), dtype=torch.float64, device=dev).index_add_(0, iq, M_)
-        gid = int(key[s])
-        if (
-            up.numel() == 1
-            or uq.numel() == 1
-            or up.numel() > max_group
-            or uq.numel() > max_group
-            or not ledger.can()
-        ):
-            total += float((M_ * cost.block(up, uq)[ip, iq]).sum())
+        problems.append((up, uq, wa, wb))
+    sols = dict(zip(todo, _solve_blocks(cost, problems, block_solver), strict=True))
+    prob_of = dict(zip(todo, problems, strict=True))
+    ledger.n_solves += len(problems)
+    ledger.bytes_moved += sum(8 * p[0].numel() * p[1].numel() for p in problems)
+    # pass 2: stitch
+    new_p, new_q, new_m = [], [], []
+    total = 0.0
+    for t, (sl, up, ip, uq, iq) in enumerate(groups):
+        P_, Q_, M_ = px[sl], qy[sl], mass[sl]
+        sol = sols.get(t)
+        if sol is None or block_solver != "exact":
+            old = float((M_ * cost.block(up, uq)[ip, iq]).sum())
+        if sol is None:
+            total += old
             new_p.append(P_)
             new_q.append(Q_)
             new_m.append(M_)
             continue
-        sol = _exact_block(cost, up, uq, wa, wb)
-        ledger.n_solves += 1
-        ledger.bytes_moved += 8 * up.numel() * uq.numel()
+        wa, wb = prob_of[t][2:]
         tot = float(wa.sum())
-        total += sol.W * tot
-        new_p.append(up[sol.pp])
-        new_q.append(uq[sol.qq])
-        new_m.append(sol.pi * tot)
+        if block_solver != "exact" and sol.W * tot >= old:
+            total += old  # keep the current (cheaper) plan of this group
+            new_p.append(P_)
+            new_q.append(Q_)
+            new_m.append(M_)
+        else:
+            total += sol.W * tot
+            new_p.append(up[sol.pp])
+            new_q.append(uq[sol.qq])
+            new_m.append(sol.pi * tot)
+        gid = int(key[sl.start])
         better = wa > fbest[up]
         f[up[better]] = sol.f[better]
         fbest[up[better]] = wa[better]
@@ -502,6 +628,7 @@ def minibatch_bounds(
     lower: str = "lp+ctransform",
     lower_rounds: int = config.BOUNDS_LOWER_ROUNDS,
     lower_sinkhorn: int | None = None,
+    block_solver: str = config.BOUNDS_BLOCK_SOLVER,
 ) -> OTResult:
     """Certified mini-batch lower/upper bounds on ``OT(a, b)`` for any ground cost.
 
@@ -539,6 +666,14 @@ def minibatch_bounds(
             ``lower_block`` (:class:`otaudit.cost.SqEuclidean`) only.
         lower_rounds: LP-correction rounds of the lower bound (round r > 0 uses k-means
             partitions of X and Y; each round can only raise the bound; 3 passes each).
+        block_solver: ``"exact"`` (POT's network simplex, one block at a time, on the CPU),
+            ``"sinkhorn"`` (all the blocks a stage needs — the base coupling, each round of
+            column generation, each refinement pass — in batched log-domain Sinkhorn
+            launches on the cost's device, each block's plan rounded to a sparse feasible
+            plan; certified like the exact path: a block's ``W`` is the cost of a feasible
+            plan, so the upper bound stays a feasible plan's cost, and the lower bound is
+            certified by the same LP correction and c-transforms) or ``"auto"`` (sinkhorn
+            on CUDA, exact elsewhere). Knobs: ``config.BOUNDS_BLOCK_SINKHORN_*``.
     Returns:
         OTResult with ``value = (lower + upper) / 2`` (the midpoint minimises the worst-case
         error), ``n_solves`` the mini-batch solves done, ``extra`` holding ``width_rel``,
@@ -547,6 +682,7 @@ def minibatch_bounds(
     t0 = time.perf_counter()
     _check_knobs(batch_size, budget, partition, coupling, refine)
     dev = cost.device
+    block_solver = _resolve_block_solver(block_solver, dev)
     a = _weights(a, cost.n, dev, "a")
     b = _weights(b, cost.m, dev, "b")
     gen = torch.Generator().manual_seed(int(seed))
@@ -566,20 +702,22 @@ def minibatch_bounds(
     extra["blocks"] = [kx, ky]
     solved: dict[tuple[int, int], _Solve] = {}
 
-    def get(i: int, j: int, allow_product: bool) -> _Solve | None:
-        if (i, j) in solved:
-            return solved[(i, j)]
-        if ledger.can():
-            s = _exact_block(cost, BX.idx[i], BY.idx[j], BX.w[i], BY.w[j])
+    def solve_pairs(pairs: list[tuple[int, int]], allow_product: bool) -> None:
+        """Solve the block pairs not solved yet, in order, while the budget lasts (one
+        batched launch for the sinkhorn block solver); the rest get their independent
+        coupling if ``allow_product``."""
+        todo = [p for p in dict.fromkeys(pairs) if p not in solved]
+        left = ledger.budget - ledger.n_solves
+        n_run = len(todo) if left >= len(todo) else max(0, int(left))
+        run = todo[:n_run]
+        problems = [(BX.idx[i], BY.idx[j], BX.w[i], BY.w[j]) for i, j in run]
+        for (i, j), s in zip(run, _solve_blocks(cost, problems, block_solver), strict=True):
+            solved[(i, j)] = s
             ledger.n_solves += 1
             ledger.bytes_moved += 8 * BX.idx[i].numel() * BY.idx[j].numel()
-            solved[(i, j)] = s
-            return s
         if allow_product:
-            s = _product_block(cost, BX.idx[i], BY.idx[j], BX.w[i], BY.w[j])
-            solved[(i, j)] = s
-            return s
-        return None
+            for i, j in todo[n_run:]:
+                solved[(i, j)] = _product_block(cost, BX.idx[i], BY.idx[j], BX.w[i], BY.w[j])
 
     # --- base support (always a feasible coupling) ---
     if partition == "aligned":
@@ -588,8 +726,7 @@ def minibatch_bounds(
         base = _northwest(alpha, beta)
     if coupling == "independent":
         base = [(i, j) for i in range(kx) for j in range(ky)]
-    for i, j in base:
-        get(i, j, allow_product=True)
+    solve_pairs(base, allow_product=True)
 
     def current_ub(fixed: str | None = None) -> tuple[float, torch.Tensor]:
         Wm = torch.full((kx, ky), math.inf, dtype=torch.float64)
@@ -616,10 +753,7 @@ def minibatch_bounds(
         L = _proxy_lower(cost, BX, BY).cpu()
         if coupling == "greedy":
             order = torch.argsort(L.flatten()).tolist()
-            for flat in order:
-                if not ledger.can():
-                    break
-                get(flat // ky, flat % ky, allow_product=False)
+            solve_pairs([(flat // ky, flat % ky) for flat in order], allow_product=False)
             ub, G = current_ub()
         else:
             proven = False
@@ -639,27 +773,25 @@ def minibatch_bounds(
                     break
                 if not ledger.can():
                     break
-                for i, j in need:
-                    if not ledger.can():
-                        break
-                    solved.pop((i, j), None)
-                    get(i, j, allow_product=False)
+                left = ledger.budget - ledger.n_solves
+                need = need if left >= len(need) else need[: int(left)]
+                for p in need:
+                    solved.pop(p, None)
+                solve_pairs(need, allow_product=False)
             ub, G = current_ub()
         extra["coupling_optimal_proven"] = proven
     elif coupling == "union" and partition == "aligned":
         for _ in range(max(0, n_permutations - 1)):
             perm = torch.randperm(kx, generator=gen).tolist()
-            for i in range(kx):
-                if not ledger.can():
-                    break
-                get(i, perm[i], allow_product=False)
+            solve_pairs([(i, perm[i]) for i in range(kx)], allow_product=False)
         ub, G = current_ub()
     elif coupling == "union":
         for r in range(1, max(1, n_permutations)):
-            for i, j in _northwest(alpha, beta):
-                if not ledger.can():
-                    break
-                get(i, (j + r * max(1, ky // n_permutations)) % ky, allow_product=False)
+            shift = r * max(1, ky // n_permutations)
+            solve_pairs(
+                [(i, (j + shift) % ky) for i, j in _northwest(alpha, beta)],
+                allow_product=False,
+            )
         ub, G = current_ub()
     extra["upper_coupling"] = ub
 
@@ -701,7 +833,15 @@ def minibatch_bounds(
                 if not ledger.can():
                     break
                 px, qy, mass, new_ub, d = _refine(
-                    cost, px, qy, mass, lab, by_x, ledger, max_group=4 * batch_size
+                    cost,
+                    px,
+                    qy,
+                    mass,
+                    lab,
+                    by_x,
+                    ledger,
+                    max_group=(4 if block_solver == "exact" else 8) * batch_size,
+                    block_solver=block_solver,
                 )
                 if new_ub <= ub_hist[-1]:
                     ub_hist.append(new_ub)
@@ -768,6 +908,7 @@ def minibatch_bounds(
             "coupling": coupling,
             "seed": int(seed),
             "refine": int(refine),
+            "block_solver": block_solver,
         },
         converged=True,
         extra=extra,

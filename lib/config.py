@@ -165,3 +165,19 @@ BOUNDS_LOWER_SINKHORN_REGS: tuple[float, ...] = (1e-1, 3e-2, 1e-2)
 #: iteration is 2 passes over the n x m costs; at 50k x 50k the LP correction alone is
 #: already within 0.01 % on the benchmark, and 30 passes would not fit the time target).
 BOUNDS_LOWER_SINKHORN_MAX_ENTRIES: int = 40_000_000
+
+# --- bounds.py: batched block solver (issue 5) -----------------------------------------
+#: How ``minibatch_bounds`` solves its block problems: ``"exact"`` (POT's network simplex,
+#: one block at a time on the CPU) or ``"sinkhorn"`` (every pending block of a stage in one
+#: batched log-domain Sinkhorn launch on the cost's device, then rounded to a sparse feasible
+#: plan; see ``minibatch_bounds``). ``"auto"`` = sinkhorn on CUDA, exact elsewhere.
+BOUNDS_BLOCK_SOLVER: str = "exact"
+#: Batched block Sinkhorn: eps relative to each block's mean cost under the independent
+#: coupling, iterations (after ``eps_scaling`` warm-up stages), entries dropped below
+#: ``drop * min(a_i, b_j)`` before the sparse rounding, and bytes per batched launch
+#: (padded ``[B, n, m]`` costs in float64 + float32 + the plan).
+BOUNDS_BLOCK_SINKHORN_REG: float = 1e-3
+BOUNDS_BLOCK_SINKHORN_ITERS: int = 300
+BOUNDS_BLOCK_SINKHORN_EPS_SCALING: int = 4
+BOUNDS_BLOCK_SINKHORN_DROP: float = 1e-3
+BOUNDS_BLOCK_BATCH_BYTES: int = 256 * 2**20

@@ -339,6 +339,7 @@ class BoundsMeasure(_Model):
     partition: str = config.PARTITION
     coupling: str = config.COUPLING
     seed: int = config.SEED
+    block_solver: Literal["auto", "exact", "sinkhorn"] = config.BOUNDS_BLOCK_SOLVER  # type: ignore[assignment]
 
 
 class SlicedMeasure(_Model):

@@ -42,6 +42,9 @@ __all__ = [
     "round_to_marginals",
     "plan_from_potentials",
     "batched_bounds",
+    "batched_plans",
+    "BatchedPlans",
+    "sparsify_plan",
     "sinkhorn_online",
 ]
 
@@ -193,6 +196,75 @@ def round_to_marginals(P: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tor
     return P + err_r[:, :, None] * err_c[:, None, :] * corr[:, :, None]
 
 
+@dataclass(frozen=True)
+class BatchedPlans:
+    """Feasible plans and certificates of ``B`` problems (:func:`batched_plans`), float64.
+
+    ``plan [B, n, m]``: the rounded plan (exact marginals, hence feasible); ``upper [B]`` its
+    cost; ``f [B, n]``, ``g [B, m]``: the double c-transform of the Sinkhorn potential
+    (``f_i + g_j <= C_ij`` on the support, zeros on padding); ``lower [B] = <f, a> + <g, b>``.
+    """
+
+    plan: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    f: torch.Tensor
+    g: torch.Tensor
+    state: SinkhornState
+
+
+def batched_plans(
+    C: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    reg: float | torch.Tensor,
+    *,
+    max_iter: int = config.SINKHORN_MAX_ITER,
+    tol: float = config.SINKHORN_TOL,
+    eps_scaling: int = 0,
+    warn: bool = True,
+    iter_dtype: torch.dtype | None = None,
+) -> BatchedPlans:
+    """Solve ``B`` entropic problems at once and certify each (see :class:`BatchedPlans`).
+
+    Args:
+        C: ``[B, n, m]``; a: ``[B, n]``, b: ``[B, m]`` non-negative, each summing to 1
+            (zeros = padding).
+        iter_dtype: dtype of the Sinkhorn iterations (default: C's). float32 halves the
+            memory traffic; the plan, its cost and the c-transforms are float64 whatever it
+            is, so the certificates do not depend on it.
+    """
+    C64 = C.to(torch.float64)
+    a = a.to(torch.float64)
+    b = b.to(torch.float64)
+    log_a = torch.where(a > 0, a.clamp(min=1e-300).log(), torch.full_like(a, -math.inf))
+    log_b = torch.where(b > 0, b.clamp(min=1e-300).log(), torch.full_like(b, -math.inf))
+    Ci = C if iter_dtype is None else C.to(iter_dtype)
+    st = sinkhorn_log(
+        Ci,
+        log_a.to(Ci.dtype),
+        log_b.to(Ci.dtype),
+        reg,
+        max_iter=max_iter,
+        tol=tol,
+        eps_scaling=eps_scaling,
+        warn=warn,
+    )
+    reg64 = reg.to(torch.float64) if isinstance(reg, torch.Tensor) else reg
+    P = round_to_marginals(plan_from_potentials(C64, log_a, log_b, st.f, st.g, reg64), a, b)
+    upper = (P * C64).sum((1, 2))
+    ma = (a > 0)[:, :, None]
+    mb = (b > 0)[:, None, :]
+    inf = torch.tensor(math.inf, dtype=torch.float64, device=C.device)
+    f = st.f.to(torch.float64)
+    g1 = torch.where(ma, C64 - f[:, :, None], inf).amin(1)
+    g1 = torch.where(b > 0, g1, torch.zeros_like(g1))
+    f1 = torch.where(mb, C64 - g1[:, None, :], inf).amin(2)
+    f1 = torch.where(a > 0, f1, torch.zeros_like(f1))
+    lower = (f1 * a).sum(1) + (g1 * b).sum(1)
+    return BatchedPlans(plan=P, lower=lower, upper=upper, f=f1, g=g1, state=st)
+
+
 def batched_bounds(
     C: torch.Tensor,
     a: torch.Tensor,
@@ -214,33 +286,57 @@ def batched_bounds(
         cost of the rounded plan, ``lower = <f', a> + <g', b>`` with ``(f', g')`` the double
         c-transform of the Sinkhorn potential (dual feasible; ``f'`` = +0 on padding).
     """
-    C64 = C.to(torch.float64)
+    r = batched_plans(C, a, b, reg, max_iter=max_iter, tol=tol, eps_scaling=eps_scaling, warn=warn)
+    return r.lower, r.upper, r.f, r.g, r.state
+
+
+def sparsify_plan(
+    P: torch.Tensor, a: torch.Tensor, b: torch.Tensor, drop: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A feasible plan of ``U(a [n], b [m])`` with sparse support, from a dense one.
+
+    Entries ``P_ij < drop * min(a_i, b_j)`` are dropped, rows then columns are scaled down
+    where they exceed their marginal (as in :func:`round_to_marginals`), and the remaining
+    deficits ``a - P 1`` and ``b - P^T 1`` (non-negative, equal sums) are coupled by the
+    north-west corner rule: at most ``n + m - 1`` extra entries instead of the dense
+    rank-one correction. Every entry stays ``>= 0`` and both marginals are exact up to
+    float64 round-off, so ``<P', C>`` is the cost of a feasible plan (an upper bound on OT).
+
+    Returns ``(rows, cols, mass)`` of the non-zero entries (coalesced, float64 mass).
+    """
+    P = P.to(torch.float64)
     a = a.to(torch.float64)
     b = b.to(torch.float64)
-    log_a = torch.where(a > 0, a.clamp(min=1e-300).log(), torch.full_like(a, -math.inf))
-    log_b = torch.where(b > 0, b.clamp(min=1e-300).log(), torch.full_like(b, -math.inf))
-    st = sinkhorn_log(
-        C,
-        log_a.to(C.dtype),
-        log_b.to(C.dtype),
-        reg,
-        max_iter=max_iter,
-        tol=tol,
-        eps_scaling=eps_scaling,
-        warn=warn,
-    )
-    P = round_to_marginals(plan_from_potentials(C64, log_a, log_b, st.f, st.g, reg), a, b)
-    upper = (P * C64).sum((1, 2))
-    ma = (a > 0)[:, :, None]
-    mb = (b > 0)[:, None, :]
-    inf = torch.tensor(math.inf, dtype=torch.float64, device=C.device)
-    f = st.f.to(torch.float64)
-    g1 = torch.where(ma, C64 - f[:, :, None], inf).amin(1)
-    g1 = torch.where(b > 0, g1, torch.zeros_like(g1))
-    f1 = torch.where(mb, C64 - g1[:, None, :], inf).amin(2)
-    f1 = torch.where(a > 0, f1, torch.zeros_like(f1))
-    lower = (f1 * a).sum(1) + (g1 * b).sum(1)
-    return lower, upper, f1, g1, st
+    n, m = P.shape
+    P = torch.where(P >= drop * torch.minimum(a[:, None], b[None, :]), P, torch.zeros_like(P))
+    r = P.sum(1)
+    P = P * torch.where(r > a, a / r.clamp(min=1e-300), torch.ones_like(r))[:, None]
+    c = P.sum(0)
+    P = P * torch.where(c > b, b / c.clamp(min=1e-300), torch.ones_like(c))[None, :]
+    rows, cols = P.nonzero(as_tuple=True)
+    mass = P[rows, cols]
+    da = (a - P.sum(1)).clamp(min=0.0)
+    db = (b - P.sum(0)).clamp(min=0.0)
+    total = float(torch.minimum(da.sum(), db.sum()))
+    if total > 0:
+        ca = torch.cumsum(da, 0)
+        cb = torch.cumsum(db, 0)
+        zero = torch.zeros(1, dtype=torch.float64, device=P.device)
+        t = torch.unique(torch.cat([zero, ca.clamp(max=total), cb.clamp(max=total)]))
+        w = t[1:] - t[:-1]
+        mid = 0.5 * (t[1:] + t[:-1])
+        keep = w > 0
+        mid, w = mid[keep], w[keep]
+        ri = torch.searchsorted(ca, mid).clamp(max=n - 1)
+        ci = torch.searchsorted(cb, mid).clamp(max=m - 1)
+        flat = torch.cat([rows * m + cols, ri * m + ci])
+        allm = torch.cat([mass, w])
+        uf, inv = torch.unique(flat, return_inverse=True)
+        mass = torch.zeros(uf.numel(), dtype=torch.float64, device=P.device).index_add_(
+            0, inv, allm
+        )
+        rows, cols = uf // m, uf % m
+    return rows, cols, mass
 
 
 def sinkhorn_online(

@@ -31,6 +31,9 @@ def test_spec_example_loads():
     assert m.datasets[0].embedder.kind == "identity"
     assert m.datasets[1].feature_columns == ["c1", "c2"]
     assert m.measures.ot_bounds.budget == 64 and m.measures.otdd.inner == "exact"
+    assert m.measures.ot_bounds.block_solver == "exact"  # config.BOUNDS_BLOCK_SOLVER
+    gpu = load_manifest(BASE.replace("budget: 64}", "budget: 64, block_solver: auto}"))
+    assert gpu.measures.ot_bounds.block_solver == "auto"
     assert m.measures.selected == ["otdd", "ot_bounds"]
     assert m.shard_rows == config.SHARD_ROWS
     assert m.datasets[0].embedder.batch_size == config.EMBED_BATCH
@@ -143,6 +146,11 @@ def test_bad_dataset_fields(old, new, dataset, field, needle):
             BASE.replace("batch_size: 256", "batch_size: abc"),
             "measures.ot_bounds.batch_size",
             "valid integer",
+        ),
+        (
+            BASE.replace("budget: 64}", "budget: 64, block_solver: lp}"),
+            "measures.ot_bounds.block_solver",
+            "unknown value 'lp'",
         ),
         (
             BASE.replace("inner: exact", "inner: fast"),
