@@ -243,6 +243,7 @@ def _sinkhorn_blocks(
             eps_scaling=config.BOUNDS_BLOCK_SINKHORN_EPS_SCALING,
             warn=False,
             iter_dtype=torch.float32,
+            check_every=config.BOUNDS_BLOCK_SINKHORN_STAGE_ITERS,
         )
         for t, (I, J, _, _) in enumerate(chunk):
             ni, mj = I.numel(), J.numel()

@@ -224,12 +224,14 @@ def batched_plans(
     eps_scaling: int = 0,
     warn: bool = True,
     iter_dtype: torch.dtype | None = None,
+    check_every: int = 10,
 ) -> BatchedPlans:
     """Solve ``B`` entropic problems at once and certify each (see :class:`BatchedPlans`).
 
     Args:
         C: ``[B, n, m]``; a: ``[B, n]``, b: ``[B, m]`` non-negative, each summing to 1
             (zeros = padding).
+        check_every: iterations per eps-scaling stage and between convergence checks.
         iter_dtype: dtype of the Sinkhorn iterations (default: C's). float32 halves the
             memory traffic; the plan, its cost and the c-transforms are float64 whatever it
             is, so the certificates do not depend on it.
@@ -248,6 +250,7 @@ def batched_plans(
         max_iter=max_iter,
         tol=tol,
         eps_scaling=eps_scaling,
+        check_every=check_every,
         warn=warn,
     )
     reg64 = reg.to(torch.float64) if isinstance(reg, torch.Tensor) else reg
