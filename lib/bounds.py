@@ -50,6 +50,7 @@ the block masses (relative ~1e-15).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -1031,6 +1032,29 @@ def sinkhorn_bounds(
 # ----------------------------------------------------------------------------------------
 # dispatcher and public entry point
 # ----------------------------------------------------------------------------------------
+def _options_for(solver: str, opts: dict[str, Any], auto: bool) -> dict[str, Any]:
+    """The options of ``opts`` that ``solver`` takes (see :func:`solve_ot`)."""
+    fns = {"exact": exact_ot, "sinkhorn": sinkhorn_bounds, "minibatch": minibatch_bounds}
+    takes = {k: set(inspect.signature(f).parameters) - {"cost", "a", "b"} for k, f in fns.items()}
+    out: dict[str, Any] = {}
+    for key, v in opts.items():
+        if key in takes[solver]:
+            out[key] = v
+            continue
+        owners = [k for k, names in takes.items() if key in names]
+        if owners and auto:
+            continue  # a knob of the solver auto did not pick
+        raise InputError(
+            f"option {key!r} does not apply to solver={solver!r}"
+            + (f" (it is an option of solver={owners[0]!r})" if owners else ""),
+            field=key,
+            fix=f"use solver={owners[0]!r} or drop {key!r}"
+            if owners
+            else "options: " + ", ".join(sorted(set().union(*takes.values()))),
+        )
+    return out
+
+
 def solve_ot(
     cost: GroundCost,
     a: torch.Tensor | None = None,
@@ -1044,14 +1068,19 @@ def solve_ot(
     ``solver``: ``"exact"`` (POT network simplex on the full cost; value = lower = upper),
     ``"sinkhorn"`` (:func:`sinkhorn_bounds`), ``"minibatch"`` (:func:`minibatch_bounds`), or
     ``"auto"``: exact when ``n*m <= config.EXACT_MAX_ENTRIES``, else mini-batch.
-    ``opts`` go to the chosen solver.
+    ``opts`` go to the chosen solver; with ``"auto"``, options of the solvers it did not
+    choose (e.g. ``batch_size`` or ``block_solver`` on a pair small enough for the exact LP)
+    are ignored. An option no solver takes, or one the named solver does not take, is an
+    :class:`InputError`.
     """
     if solver not in SOLVERS:
         raise InputError(
             f"unknown solver {solver!r}", field="solver", fix=f"use one of {', '.join(SOLVERS)}"
         )
-    if solver == "auto":
+    auto = solver == "auto"
+    if auto:
         solver = "exact" if cost.n * cost.m <= config.EXACT_MAX_ENTRIES else "minibatch"
+    opts = _options_for(solver, opts, auto)
     if solver == "exact":
         return exact_ot(cost, a, b, **opts)
     if solver == "sinkhorn":
@@ -1081,7 +1110,8 @@ def ot_bounds(
     Exact by default when small: with ``solver="auto"`` and none of ``batch_size``,
     ``budget``, ``partition``, ``coupling`` given, problems with
     ``n*m <= config.EXACT_MAX_ENTRIES`` (2500 x 2500) are solved exactly (width 0).
-    Giving any of those knobs, or ``solver="minibatch"``, runs the mini-batch bounds
+    Giving any of those knobs (or another option of :func:`minibatch_bounds` such as
+    ``refine`` or ``block_solver``), or ``solver="minibatch"``, runs the mini-batch bounds
     (:func:`minibatch_bounds`; defaults ``config.BATCH_SIZE``, ``config.BUDGET``,
     ``config.PARTITION``, ``config.COUPLING``). ``solver="sinkhorn"`` runs the certified
     full-problem Sinkhorn.
@@ -1089,7 +1119,12 @@ def ot_bounds(
     Returns OTResult: ``lower``/``upper`` certified; ``value`` = their midpoint (exact
     value for an exact solve); ``n_solves`` = block OT solves done.
     """
-    forced = any(v is not None for v in (batch_size, budget, partition, coupling))
+    mb_only = set(inspect.signature(minibatch_bounds).parameters) - set(
+        inspect.signature(exact_ot).parameters
+    )
+    forced = any(v is not None for v in (batch_size, budget, partition, coupling)) or any(
+        k in mb_only for k in opts
+    )
     batch_size = config.BATCH_SIZE if batch_size is None else batch_size
     budget = config.BUDGET if budget is None else budget
     partition = config.PARTITION if partition is None else partition

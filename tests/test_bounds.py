@@ -223,3 +223,26 @@ def test_identical_clouds_in_any_order_give_zero_width_with_aligned_partition():
         assert (r.lower, r.value, r.upper) == (0.0, 0.0, 0.0), kw
     r = otaudit.ot_bounds(X, Y, batch_size=64, partition="random")
     assert r.lower >= 0.0  # OT of a non-negative cost is >= 0: certified and reported
+
+
+def test_solver_options_route_to_the_chosen_solver():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(150, 3)), rng.normal(size=(120, 3)) + 1
+    ex = exact(X, Y)
+    # ot_bounds: any mini-batch option selects the mini-batch bounds (as batch_size does)
+    r = otaudit.ot_bounds(X, Y, refine=1)
+    assert r.method.startswith("minibatch") and brackets(r, ex)
+    # solve_ot "auto": options of the solver it did not pick are ignored...
+    cost = SqEuclidean(torch.tensor(X), torch.tensor(Y))
+    r = solve_ot(cost, solver="auto", batch_size=32, block_solver="sinkhorn")
+    assert r.method == "exact" and abs(r.value - ex) <= RTOL * ex
+    # ...and so does otdd with solver="auto" (the manifest's `otdd: {options: ...}`)
+    D = load_digits()
+    args = (D.data[:150], D.target[:150], D.data[150:300], D.target[150:300])
+    r = otaudit.otdd(*args, batch_size=64, block_solver="auto")
+    assert "outer=exact" in r.method
+    # a named solver that does not take the option, or an option nobody takes: one line
+    with pytest.raises(InputError, match="'batch_size' does not apply to solver='exact'"):
+        solve_ot(cost, solver="exact", batch_size=32)
+    with pytest.raises(InputError, match="option 'colour'"):
+        solve_ot(cost, solver="auto", colour=1)
