@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .cost import chunk_size, row_chunks
 from .exact import emd
 
 __all__ = ["Blocks", "random_blocks", "kmeans", "aligned_pieces"]
@@ -73,9 +74,13 @@ def kmeans(
     cent = Z[torch.randperm(n, generator=gen)[:k].to(Z.device)].clone()
     lab = torch.zeros(n, dtype=torch.long, device=Z.device)
     zn = (Z * Z).sum(1)
+    # the [n, k] distances are computed in row chunks within config.COST_BLOCK_BYTES
+    # (k ~ n / batch_size: a dense [n, k] would be O(n^2) memory, 7.5 GB at 2 x 200k points)
+    rows = chunk_size(k)
     for _ in range(n_iter):
-        d = zn[:, None] + (cent * cent).sum(1)[None, :] - 2.0 * Z @ cent.T
-        lab = d.argmin(1)
+        cn = (cent * cent).sum(1)
+        for sl in row_chunks(n, rows):
+            lab[sl] = (zn[sl, None] + cn[None, :] - 2.0 * Z[sl] @ cent.T).argmin(1)
         s = torch.zeros(k, Z.shape[1], dtype=torch.float64, device=Z.device)
         s.index_add_(0, lab, Z * w[:, None])
         m = torch.zeros(k, dtype=torch.float64, device=Z.device).index_add_(0, lab, w)
