@@ -175,6 +175,10 @@ class _Ledger:
     def can(self, k: int = 1) -> bool:
         return self.n_solves + k <= self.budget
 
+    def room(self, k: int) -> int:
+        """How many of ``k`` further solves the budget allows."""
+        return k if self.can(k) else max(0, int(self.budget - self.n_solves))
+
 
 def _exact_block(
     cost: GroundCost, I: torch.Tensor, J: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor
@@ -542,7 +546,6 @@ def _refine(
     # pass 1: which groups are re-solved (within the budget)
     groups: list[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
     todo: list[int] = []
-    left = ledger.budget - ledger.n_solves
     for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
         sl = slice(s, s + c)
         up, ip = torch.unique(px[sl], return_inverse=True)
@@ -553,7 +556,7 @@ def _refine(
             and uq.numel() > 1
             and up.numel() <= max_group
             and uq.numel() <= max_group
-            and len(todo) < left
+            and ledger.can(len(todo) + 1)
         ):
             todo.append(len(groups) - 1)
     problems = []
@@ -563,8 +566,8 @@ def _refine(
         wa = torch.zeros(up.numel(), dtype=torch.float64, device=dev).index_add_(0, ip, M_)
         wb = torch.zeros(uq.numel(), dtype=torch.float64, device=dev).index_add_(0, iq, M_)
         problems.append((up, uq, wa, wb))
-    sols = dict(zip(todo, _solve_blocks(cost, problems, block_solver), strict=True))
-    prob_of = dict(zip(todo, problems, strict=True))
+    sols = _solve_blocks(cost, problems, block_solver)
+    done = dict(zip(todo, zip(problems, sols, strict=True), strict=True))
     ledger.n_solves += len(problems)
     ledger.bytes_moved += sum(8 * p[0].numel() * p[1].numel() for p in problems)
     # pass 2: stitch
@@ -572,7 +575,7 @@ def _refine(
     total = 0.0
     for t, (sl, up, ip, uq, iq) in enumerate(groups):
         P_, Q_, M_ = px[sl], qy[sl], mass[sl]
-        sol = sols.get(t)
+        prob, sol = done.get(t, (None, None))
         if sol is None or block_solver != "exact":
             old = float((M_ * cost.block(up, uq)[ip, iq]).sum())
         if sol is None:
@@ -581,7 +584,7 @@ def _refine(
             new_q.append(Q_)
             new_m.append(M_)
             continue
-        wa, wb = prob_of[t][2:]
+        wa, wb = prob[2:]
         tot = float(wa.sum())
         if block_solver != "exact" and sol.W * tot >= old:
             total += old  # keep the current (cheaper) plan of this group
@@ -709,8 +712,7 @@ def minibatch_bounds(
         batched launch for the sinkhorn block solver); the rest get their independent
         coupling if ``allow_product``."""
         todo = [p for p in dict.fromkeys(pairs) if p not in solved]
-        left = ledger.budget - ledger.n_solves
-        n_run = len(todo) if left >= len(todo) else max(0, int(left))
+        n_run = ledger.room(len(todo))
         run = todo[:n_run]
         problems = [(BX.idx[i], BY.idx[j], BX.w[i], BY.w[j]) for i, j in run]
         for (i, j), s in zip(run, _solve_blocks(cost, problems, block_solver), strict=True):
@@ -775,8 +777,7 @@ def minibatch_bounds(
                     break
                 if not ledger.can():
                     break
-                left = ledger.budget - ledger.n_solves
-                need = need if left >= len(need) else need[: int(left)]
+                need = need[: ledger.room(len(need))]
                 for p in need:
                     solved.pop(p, None)
                 solve_pairs(need, allow_product=False)
