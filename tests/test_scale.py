@@ -41,18 +41,23 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("n", [20_000])
-def test_passes_stay_within_block_budget(n):
-    budget = 4 * 2**20  # 4 MiB per block
+def _child(code: str) -> dict:
+    """Run ``code`` in a fresh single-threaded interpreter; its last stdout line is JSON."""
     out = subprocess.run(
-        [sys.executable, "-c", CHILD.format(n=n, budget=budget)],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=600,
         env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PATH": ""},
     )
     assert out.returncode == 0, out.stderr
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("n", [20_000])
+def test_passes_stay_within_block_budget(n):
+    budget = 4 * 2**20  # 4 MiB per block
+    r = _child(CHILD.format(n=n, budget=budget))
     full = n * n * 8  # what one float64 n x m cost matrix would take: 3.2 GB
     # allowed: 16 blocks' worth (the block, its mask / scatter temporaries, allocator slack)
     # plus 64 vectors of length n (potentials, labels, centred float32 copies): ~0.1 GB,
@@ -88,15 +93,7 @@ def test_kmeans_distances_stay_within_block_budget():
     # O(n^2) (200k points per side with batch 256: 7.5 GB with its temporaries, measured
     # 9.9 GiB peak before the assignment was chunked)
     n, k, budget = 100_000, 800, 4 * 2**20
-    out = subprocess.run(
-        [sys.executable, "-c", KMEANS_CHILD.format(n=n, k=k, budget=budget)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PATH": ""},
-    )
-    assert out.returncode == 0, out.stderr
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = _child(KMEANS_CHILD.format(n=n, k=k, budget=budget))
     dense = n * k * 8  # one [n, k] float64 distance matrix: 640 MB
     allowed = 16 * budget + 64 * 8 * n  # as above: ~0.1 GB
     assert r["growth"] <= allowed < dense, (r["growth"], allowed, dense)
