@@ -50,6 +50,7 @@ the block masses (relative ~1e-15).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import time
@@ -1033,10 +1034,18 @@ def sinkhorn_bounds(
 # ----------------------------------------------------------------------------------------
 # dispatcher and public entry point
 # ----------------------------------------------------------------------------------------
+@functools.cache
+def _solver_options() -> dict[str, frozenset[str]]:
+    """The keyword options each solver of :func:`solve_ot` takes (from its signature)."""
+    fns = {"exact": exact_ot, "sinkhorn": sinkhorn_bounds, "minibatch": minibatch_bounds}
+    return {
+        k: frozenset(inspect.signature(f).parameters) - {"cost", "a", "b"} for k, f in fns.items()
+    }
+
+
 def _options_for(solver: str, opts: dict[str, Any], auto: bool) -> dict[str, Any]:
     """The options of ``opts`` that ``solver`` takes (see :func:`solve_ot`)."""
-    fns = {"exact": exact_ot, "sinkhorn": sinkhorn_bounds, "minibatch": minibatch_bounds}
-    takes = {k: set(inspect.signature(f).parameters) - {"cost", "a", "b"} for k, f in fns.items()}
+    takes = _solver_options()
     out: dict[str, Any] = {}
     for key, v in opts.items():
         if key in takes[solver]:
@@ -1120,9 +1129,7 @@ def ot_bounds(
     Returns OTResult: ``lower``/``upper`` certified; ``value`` = their midpoint (exact
     value for an exact solve); ``n_solves`` = block OT solves done.
     """
-    mb_only = set(inspect.signature(minibatch_bounds).parameters) - set(
-        inspect.signature(exact_ot).parameters
-    )
+    mb_only = _solver_options()["minibatch"] - _solver_options()["exact"]
     forced = any(v is not None for v in (batch_size, budget, partition, coupling)) or any(
         k in mb_only for k in opts
     )

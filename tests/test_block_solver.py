@@ -19,19 +19,7 @@ from otaudit import InputError
 from otaudit.bounds import minibatch_bounds
 from otaudit.cost import SqEuclidean
 from otaudit.sinkhorn import batched_plans, sparsify_plan
-
-RTOL = 1e-9
-
-
-def _exact(X, Y, a=None, b=None):
-    X, Y = np.asarray(X, float), np.asarray(Y, float)
-    a = np.full(len(X), 1 / len(X)) if a is None else np.asarray(a, float)
-    b = np.full(len(Y), 1 / len(Y)) if b is None else np.asarray(b, float)
-    return ot.emd2(a, b, ot.dist(X, Y), numItermax=10**9)
-
-
-def _brackets(r, ex):
-    return r.lower <= ex + RTOL * abs(ex) and ex <= r.upper + RTOL * abs(ex)
+from tests.test_bounds import RTOL, brackets, exact
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +27,7 @@ def digits():
     D = load_digits().data.astype(np.float64)
     p = np.random.default_rng(1).permutation(len(D))
     X, Y = D[p[:300]], D[p[300:540]]  # 300 vs 240 points, 64-d (real, offline)
-    return X, Y, _exact(X, Y)
+    return X, Y, exact(X, Y)
 
 
 def _problems(seed: int):
@@ -103,7 +91,7 @@ def test_sinkhorn_blocks_certify_like_the_lp(digits, partition, coupling):
     kw = dict(batch_size=64, partition=partition, coupling=coupling, refine=1, seed=0)
     rs = otaudit.ot_bounds(X, Y, block_solver="sinkhorn", **kw)
     re = otaudit.ot_bounds(X, Y, block_solver="exact", **kw)
-    assert _brackets(rs, ex) and _brackets(re, ex)
+    assert brackets(rs, ex) and brackets(re, ex)
     assert rs.certified and rs.params["block_solver"] == "sinkhorn"
     assert re.params["block_solver"] == "exact"
     # entropic block plans cost more than the LP's: measured here, the upper-bound gap is
@@ -115,7 +103,7 @@ def test_sinkhorn_blocks_respect_the_budget_and_weights():
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(260, 5)), rng.normal(size=(200, 5)) * 1.5 + 1
     a, b = rng.random(260) + 0.1, rng.random(200) + 0.1
-    ex = _exact(X, Y, a / a.sum(), b / b.sum())
+    ex = exact(X, Y, a / a.sum(), b / b.sum())
     cost = SqEuclidean(torch.tensor(X), torch.tensor(Y))
     for budget in (2, 5, None):
         r = minibatch_bounds(
@@ -126,7 +114,7 @@ def test_sinkhorn_blocks_respect_the_budget_and_weights():
             budget=budget,
             block_solver="sinkhorn",
         )
-        assert _brackets(r, ex)
+        assert brackets(r, ex)
         if budget is not None:
             assert r.n_solves <= budget
 

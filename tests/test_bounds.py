@@ -25,11 +25,12 @@ from otaudit.cost import SqEuclidean
 RTOL = 1e-9  # float64 round-off slack (module docstring)
 
 
-def exact(X, Y):
+def exact(X, Y, a=None, b=None):
+    """POT's exact LP (the oracle); uniform weights unless ``a``/``b`` are given."""
     X, Y = np.asarray(X, float), np.asarray(Y, float)
-    return ot.emd2(
-        np.ones(len(X)) / len(X), np.ones(len(Y)) / len(Y), ot.dist(X, Y), numItermax=10**9
-    )
+    a = np.ones(len(X)) / len(X) if a is None else np.asarray(a, float)
+    b = np.ones(len(Y)) / len(Y) if b is None else np.asarray(b, float)
+    return ot.emd2(a, b, ot.dist(X, Y), numItermax=10**9)
 
 
 def brackets(r, ex):
