@@ -45,7 +45,7 @@ def make_registry(root: Path, n: int, k: int, seed: int = 0) -> Path:
     """``k`` digits-derived datasets of ``n`` points as Parquet, and their manifest."""
     from sklearn.datasets import load_digits
 
-    from otaudit.io import write_dataset_parquet
+    from otaudit.data.readers import write_dataset_parquet
 
     d = load_digits()
     X, y = d.data.astype(np.float32), d.target
@@ -66,7 +66,7 @@ def make_registry(root: Path, n: int, k: int, seed: int = 0) -> Path:
 
 def work_of(uri: str) -> dict[str, float]:
     """Numerical seconds measured inside the tasks, from the written report."""
-    from otaudit.report import read_report
+    from otaudit.audit.report import read_report
 
     rep = read_report(uri)
     ds = rep.dataset_rows()
@@ -94,10 +94,10 @@ def main() -> None:
     torch.set_num_threads(1)
     from distributed import LocalCluster
 
+    from otaudit.audit.report import new_run_id
     from otaudit.config import load_settings
     from otaudit.flows.audit import audit
-    from otaudit.report import new_run_id
-    from otaudit.tasks.runtime import make_task_runner, prefect_api
+    from otaudit.flows.runtime import make_task_runner, prefect_api
 
     settings = load_settings(n_workers=args.workers, threads_per_worker=1)
     threads = args.workers

@@ -9,7 +9,7 @@ or fewer), times, in this one process with threads pinned to 1:
   merge per pair);
 - ``otdd_matrix``: the certified OTDD² matrix (Gaussian inner, exact outer LP at this size),
   N dataset passes + N(N-1)/2 pairs;
-- ``pair-by-pair``: one :func:`otaudit.otdd` call per unordered pair (N <= ``--pairwise-max``);
+- ``pair-by-pair``: one :func:`otaudit.dataset_distance` call per unordered pair (N <= ``--pairwise-max``);
 
 and how well the screening ranks pairs against the certified values: Spearman rank
 correlation over all pairs, and the recall of the K nearest pairs (K = 10 % of the pairs)
@@ -41,8 +41,8 @@ import torch  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import otaudit  # noqa: E402
-from otaudit.otdd import otdd_matrix  # noqa: E402
-from otaudit.sliced import sliced_matrix, sliced_otdd  # noqa: E402
+from otaudit.core.sliced import sliced_matrix, sliced_otdd  # noqa: E402
+from otaudit.dataset_distance import otdd_matrix  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -111,7 +111,9 @@ def run_size(N: int, n: int, pairwise_max: int) -> dict[str, Any]:
     if N <= pairwise_max:
         t0 = time.perf_counter()
         pw = {
-            (i, j): otaudit.otdd(reg[i][1], reg[i][2], reg[j][1], reg[j][2], inner="gaussian").value
+            (i, j): otaudit.dataset_distance(
+                reg[i][1], reg[i][2], reg[j][1], reg[j][2], inner="gaussian"
+            ).value
             for i, j in pairs
         }
         t_pairwise = time.perf_counter() - t0

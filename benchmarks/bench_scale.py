@@ -54,9 +54,9 @@ def run_case(name: str, n: int) -> dict:
     import ot
 
     import otaudit
-    from otaudit.bounds import sinkhorn_dual_ascent
-    from otaudit.cost import SqEuclidean, c_transform
-    from otaudit.sliced import sliced_otdd
+    from otaudit.core.costs import SqEuclidean, c_transform
+    from otaudit.core.minibatch import sinkhorn_dual_ascent
+    from otaudit.core.sliced import sliced_otdd
 
     out: dict = {"case": name, "n": n}
     if name.startswith("sinkhorn"):

@@ -4,6 +4,7 @@ Certified OT bounds (:func:`ot_bounds`) and the label-aware Optimal Transport Da
 Distance (:func:`otdd`, :func:`otdd_matrix`), with a Prefect/Dask pipeline on top.
 """
 
+from .core.result import OTResult
 from .errors import (
     ConvergenceWarning,
     FallbackWarning,
@@ -13,13 +14,12 @@ from .errors import (
     SolverError,
     StorageError,
 )
-from .result import OTResult
 
 __version__ = "0.1.0"
 
-from .bounds import ot_bounds, solve_ot
-from .otdd import DatasetStats, dataset_stats, otdd, otdd_from_stats, otdd_matrix
-from .sliced import sliced_matrix, sliced_otdd
+from .core.sliced import sliced_matrix, sliced_otdd
+from .core.solve import ot_bounds, solve_ot
+from .dataset_distance import DatasetStats, dataset_stats, otdd, otdd_from_stats, otdd_matrix
 
 __all__ = [
     "OTResult",

@@ -50,8 +50,8 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 def open_cache(plan: AuditPlan) -> Any:
     """The content-addressed cache of this audit's output store (``<output>/_cache``)."""
-    from otaudit.cache import Cache
-    from otaudit.storage import Store
+    from otaudit.data.cache import Cache
+    from otaudit.data.storage import Store
 
     return Cache(Store(plan.output, plan.storage_options or None))
 
@@ -130,9 +130,9 @@ def _embed(
     A ``pca`` embedder is first fitted on the whole dataset in one streaming pass over the
     shards (so PCA datasets are read twice; no shard is kept in memory by the fit).
     """
-    from otaudit.embedders import make_embedder
-    from otaudit.io import read_shard
-    from otaudit.tasks.runtime import worker_device
+    from otaudit.data.embedders import make_embedder
+    from otaudit.data.readers import read_shard
+    from otaudit.tasks.devices import worker_device
 
     worker_device("auto")  # on a CUDA worker: its own GPU becomes current (device: auto)
 
@@ -197,7 +197,7 @@ def prepare_dataset_attempt(spec: Any, plan: AuditPlan) -> DatasetRef:
     dataset (storage errors are retried by the decorator).
     """
     from otaudit import dataset_stats
-    from otaudit.io import inspect_dataset
+    from otaudit.data.readers import inspect_dataset
 
     t_start = time.perf_counter()
     so = plan.manifest.dataset_storage_options(spec)
@@ -249,7 +249,7 @@ def prepare_dataset_attempt(spec: Any, plan: AuditPlan) -> DatasetRef:
 
 
 def _redacted_uri(uri: str) -> str:
-    from otaudit.manifest import redact
+    from otaudit.data.manifest import redact
 
     return str(redact(uri))
 

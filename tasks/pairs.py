@@ -15,7 +15,7 @@ Screening (manifest ``screen``): the flow first runs :func:`compute_pair_block` 
 cuts them into blocks for the remaining measures.
 
 Device: a block computes on its Dask worker's own GPU when the worker has one
-(``OTAUDIT_PAIR_DEVICE=auto``, the default; :func:`otaudit.tasks.runtime.worker_device`
+(``OTAUDIT_PAIR_DEVICE=auto``, the default; :func:`otaudit.tasks.devices.worker_device`
 spreads a machine's workers round-robin over its GPUs), else on the CPU;
 ``OTAUDIT_PAIR_DEVICE=cpu`` keeps pair work on the CPU. Results are plain floats either way.
 
@@ -79,7 +79,7 @@ def compute_pair(
     if measure == "w2":
         import torch
 
-        from otaudit.cost import SqEuclidean
+        from otaudit.core.costs import SqEuclidean
 
         p = dict(params)
         solver = p.pop("solver", "auto")
@@ -110,7 +110,7 @@ def compute_pair_block(
     """The measures (default: all of ``plan.measures``) for a block of pairs
     (:func:`pair_block_attempt`, retried on storage errors); a final failure becomes
     ``status="failed"`` rows — never raised."""
-    from otaudit.report import failed_pair_row
+    from otaudit.audit.report import failed_pair_row
 
     measures = list(plan.measures) if measures is None else list(measures)
     try:
@@ -155,11 +155,11 @@ def pair_block_attempt(
     """
     import torch
 
+    from otaudit.audit.report import failed_pair_row, pair_row
     from otaudit.config import load_settings
+    from otaudit.dataset_distance import DatasetStats
     from otaudit.errors import OTAuditError, StorageError
-    from otaudit.otdd import DatasetStats
-    from otaudit.report import failed_pair_row, pair_row
-    from otaudit.tasks.runtime import worker_device
+    from otaudit.tasks.devices import worker_device
 
     by_name = refs
     measures = list(plan.measures) if measures is None else list(measures)
@@ -244,14 +244,14 @@ def pair_block_attempt(
 def select_screened(
     plan: AuditPlan, screen_results: list[list[dict[str, Any]]], n_threads: int
 ) -> dict[str, Any]:
-    """Screening: the pairs kept by the manifest's ``screen`` (:func:`otaudit.screen.screened_pairs`
+    """Screening: the pairs kept by the manifest's ``screen`` (:func:`otaudit.audit.screen.screened_pairs`
     on the first pass's ``sliced`` rows) and the blocks for the second pass.
 
     Returns ``{"measure", "keep", "order", "n_pairs", "kept" (best first), "measures"
     (the remaining measures), "blocks" (kept pairs in manifest order, cut by
     :func:`plan_blocks`)}``; the report's summary states it.
     """
-    from otaudit.screen import SCREEN_MEASURE, screened_pairs
+    from otaudit.audit.screen import SCREEN_MEASURE, screened_pairs
 
     screen = plan.manifest.screen
     rows = [row for rows in screen_results for row in rows]

@@ -26,7 +26,7 @@ def code_version() -> str:
 class AuditPlan:
     """Everything the tasks need to know about one audit run (small: no arrays).
 
-    ``manifest`` is the validated :class:`otaudit.manifest.Manifest` (its storage options
+    ``manifest`` is the validated :class:`otaudit.data.manifest.Manifest` (its storage options
     may hold credentials: it is passed to tasks, never logged or written out; reports use
     :meth:`Manifest.redacted`).
     """
@@ -82,8 +82,8 @@ def plan_audit(
         InputError: a bad manifest (one line naming dataset, field and fix).
         StorageError: the output store is unreachable.
     """
-    from otaudit.manifest import load_manifest, select_pairs
-    from otaudit.storage import Store, check_reachable
+    from otaudit.data.manifest import load_manifest, select_pairs
+    from otaudit.data.storage import Store, check_reachable
 
     m = load_manifest(manifest)
     if output:

@@ -79,10 +79,10 @@ def publish_report(
     manifest screens pairs (stated in the summary).
 
     Returns the outcome: ``uri``, ``run_id``, ``status``, ``exit_code`` (see
-    :mod:`otaudit.report`), ``failed_datasets`` ([name, reason]), ``n_failed_pairs``,
+    :mod:`otaudit.audit.report`), ``failed_datasets`` ([name, reason]), ``n_failed_pairs``,
     ``flagged`` and the ``summary`` text.
     """
-    from otaudit.report import (
+    from otaudit.audit.report import (
         assess,
         build_datasets_table,
         build_pairs_table,
@@ -91,7 +91,7 @@ def publish_report(
         report_files,
         write_report,
     )
-    from otaudit.storage import Store
+    from otaudit.data.storage import Store
 
     pair_rows, dataset_rows = collect_rows(plan, refs, block_results)
     m = plan.manifest

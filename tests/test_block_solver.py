@@ -16,9 +16,9 @@ from sklearn.datasets import load_digits
 
 import otaudit
 from otaudit import InputError
-from otaudit.bounds import minibatch_bounds
-from otaudit.cost import SqEuclidean
-from otaudit.sinkhorn import batched_plans, sparsify_plan
+from otaudit.core.costs import SqEuclidean
+from otaudit.core.minibatch import minibatch_bounds
+from otaudit.core.sinkhorn import batched_plans, sparsify_plan
 from tests.test_bounds import RTOL, brackets, exact
 
 
@@ -123,8 +123,8 @@ def test_sinkhorn_blocks_in_otdd_stay_certified():
     D = load_digits()
     X, y = D.data.astype(np.float64), D.target
     X1, y1, X2, y2 = X[:250], y[:250], X[250:480], y[250:480]
-    ex = otaudit.otdd(X1, y1, X2, y2, inner="gaussian", solver="exact")
-    r = otaudit.otdd(
+    ex = otaudit.dataset_distance(X1, y1, X2, y2, inner="gaussian", solver="exact")
+    r = otaudit.dataset_distance(
         X1,
         y1,
         X2,

@@ -19,8 +19,9 @@ from sklearn.datasets import load_digits
 
 import otaudit
 from otaudit import InputError
-from otaudit.bounds import minibatch_bounds, solve_ot
-from otaudit.cost import SqEuclidean
+from otaudit.core.costs import SqEuclidean
+from otaudit.core.minibatch import minibatch_bounds
+from otaudit.core.solve import solve_ot
 
 RTOL = 1e-9  # float64 round-off slack (module docstring)
 
@@ -240,7 +241,7 @@ def test_solver_options_route_to_the_chosen_solver():
     # ...and so does otdd with solver="auto" (the manifest's `otdd: {options: ...}`)
     D = load_digits()
     args = (D.data[:150], D.target[:150], D.data[150:300], D.target[150:300])
-    r = otaudit.otdd(*args, batch_size=64, block_solver="auto")
+    r = otaudit.dataset_distance(*args, batch_size=64, block_solver="auto")
     assert "outer=exact" in r.method
     # a named solver that does not take the option, or an option nobody takes: one line
     with pytest.raises(InputError, match="'batch_size' does not apply to solver='exact'"):

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from otaudit.cache import Cache
+from otaudit.data.cache import Cache
+from otaudit.data.storage import Store
 from otaudit.errors import InputError
-from otaudit.storage import Store
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
@@ -54,7 +54,7 @@ def test_miss_put_hit(cache):
 def test_corrupt_entries_are_misses_and_overwritten(cache, caplog):
     k = cache.key("embeddings", "fp", "corrupt")
     cache.root.write_bytes(b"PK\x03\x04 truncated", "embeddings", f"{k}.npz")
-    with caplog.at_level(logging.WARNING, logger="otaudit.cache"):
+    with caplog.at_level(logging.WARNING, logger="otaudit.data.cache"):
         assert cache.get_arrays("embeddings", k) is None
     assert "corrupt" in caplog.text
     cache.put_arrays("embeddings", k, {"X": np.ones((2, 2))})

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 import otaudit
 from otaudit import report
-from otaudit.cli import app
-from otaudit.storage import Store
+from otaudit.app.cli import app
+from otaudit.data.storage import Store
 
 runner = CliRunner()
 
@@ -32,7 +32,7 @@ def test_console_script_is_installed_and_fast_to_fail(tmp_path):
         "name: x\noutput: /tmp/x\ndatasets:\n  - {name: a, uri: a.parquet, "
         "features: x, colour: red}\n"
     )
-    exe = [sys.executable, "-c", "from otaudit.cli import main; main()"]
+    exe = [sys.executable, "-c", "from otaudit.app.cli import main; main()"]
     res = subprocess.run([*exe, "audit", str(bad)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1
     assert _lines(res.stderr) == [res.stderr.strip()]

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from otaudit import embedders
-from otaudit.embedders import make_embedder, resolve_device
+from otaudit.data.embedders import make_embedder, resolve_device
+from otaudit.data.manifest import EmbedderSpec
 from otaudit.errors import FallbackWarning, InputError
-from otaudit.manifest import EmbedderSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 
@@ -180,7 +180,7 @@ def test_resolve_device_fallback_warns_once(caplog):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_device("cuda") == torch.device("cpu")  # said once only
-        with caplog.at_level(logging.INFO, logger="otaudit.embedders"):
+        with caplog.at_level(logging.INFO, logger="otaudit.data.embedders"):
             assert resolve_device("auto") == torch.device("cpu")  # auto: no warning
     assert "embedding on CPU" in caplog.text
 

@@ -6,8 +6,8 @@ import numpy as np
 import ot
 import pytest
 
+from otaudit.core.exact import emd
 from otaudit.errors import SolverError
-from otaudit.exact import emd
 
 
 def _problem(n: int, m: int, d: int, seed: int):

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from otaudit.cli import app
-from otaudit.demo import demo_datasets
-from otaudit.io import write_dataset_parquet
-from otaudit.report import EXIT_OK, read_report
+from otaudit.app.cli import app
+from otaudit.app.demo import demo_datasets
+from otaudit.audit.report import EXIT_OK, read_report
+from otaudit.data.readers import write_dataset_parquet
 
 N = 250  # points per dataset: a pair block takes a few tenths of a second on one core
 NAMES = ("vendor_a", "vendor_b", "vendor_noisy", "vendor_missing")
@@ -165,7 +165,7 @@ def test_interrupted_run_resumes_from_cache(
     manifest = _write_manifest(root / "resume.yaml", uris, str(out_dir))
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from otaudit.cli import main; main()", "audit", manifest,
+        [sys.executable, "-c", "from otaudit.app.cli import main; main()", "audit", manifest,
          "--dask-address", dask_cluster, "--no-progress"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -219,7 +219,7 @@ def test_two_audits_publish_to_one_prefix_at_once(local_lake, clean_values, dask
     out_dir = root / "concurrent"
     manifest = _write_manifest(root / "concurrent.yaml", uris, str(out_dir))
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
-    cmd = [sys.executable, "-c", "from otaudit.cli import main; main()", "audit", manifest,
+    cmd = [sys.executable, "-c", "from otaudit.app.cli import main; main()", "audit", manifest,
            "--dask-address", dask_cluster, "--no-progress"]  # fmt: skip
     procs = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -353,7 +353,10 @@ def test_s3_outage_mid_run_then_rerun_completes(tmp_path, dask_cluster, prefect_
         assert rep.uri.rstrip("/") == _report_uri(out2).rstrip("/")
         assert all(r["status"] == "ok" for r in rep.pair_rows())
         (Xa, ya), (Xb, yb) = arrays["vendor_a"], arrays["vendor_b"]
-        assert rep.value("vendor_a", "vendor_b", "otdd") == otaudit.otdd(Xa, ya, Xb, yb).value
+        assert (
+            rep.value("vendor_a", "vendor_b", "otdd")
+            == otaudit.dataset_distance(Xa, ya, Xb, yb).value
+        )
 
         # credentials: not in any object written, the console, artifacts or Prefect logs
         for k in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]:

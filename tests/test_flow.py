@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import otaudit
+from otaudit.app.demo import demo_datasets
+from otaudit.audit.report import EXIT_DRIFT, EXIT_OK, EXIT_PARTIAL, read_report
 from otaudit.config import load_settings
-from otaudit.demo import demo_datasets
-from otaudit.io import write_dataset_parquet
-from otaudit.report import EXIT_DRIFT, EXIT_OK, EXIT_PARTIAL, read_report
+from otaudit.data.readers import write_dataset_parquet
 from otaudit.tasks.plan import plan_blocks
 
 N = 90  # points per dataset: small enough for 2 shared cores, big enough for 10 classes
@@ -55,7 +55,7 @@ def test_plan_blocks_covers_every_pair_once():
 def test_flow_values_equal_direct_calls(registry, dask_cluster):
     """Exact equality: the pipeline and the direct call see the same float32 inputs and run
     the same deterministic code (exact LP for OTDD and w2 at this size; seeded bounds)."""
-    from otaudit.cli import run_audit
+    from otaudit.app.cli import run_audit
 
     root, ds = registry
     manifest = _manifest(root, {n: uri for n, (uri, _, _) in ds.items()})
@@ -66,7 +66,7 @@ def test_flow_values_equal_direct_calls(registry, dask_cluster):
     assert len(rows) == 3 * 3 and {r["status"] for r in rows} == {"ok"}
     (_, Xa, ya), (_, Xf, yf) = ds["vendor_a"], ds["vendor_flipped"]
     (_, Xr, yr) = ds["vendor_relabelled"]
-    direct = otaudit.otdd(Xa, ya, Xf, yf, inner="exact")
+    direct = otaudit.dataset_distance(Xa, ya, Xf, yf, inner="exact")
     assert rep.value("vendor_a", "vendor_flipped", "otdd") == direct.value
     # renaming labels does not change OTDD: vendor_relabelled is vendor_a renamed
     assert rep.value("vendor_a", "vendor_relabelled", "otdd") == 0.0
@@ -94,7 +94,7 @@ def test_flow_values_equal_direct_calls(registry, dask_cluster):
 
 
 def test_threshold_exceeded_gives_exit_3(registry, dask_cluster):
-    from otaudit.cli import run_audit
+    from otaudit.app.cli import run_audit
 
     root, ds = registry
     manifest = _manifest(
@@ -109,7 +109,7 @@ def test_threshold_exceeded_gives_exit_3(registry, dask_cluster):
 
 
 def test_one_bad_dataset_fails_only_its_pairs(registry, dask_cluster, tmp_path):
-    from otaudit.cli import run_audit
+    from otaudit.app.cli import run_audit
 
     root, ds = registry
     good = {n: uri for n, (uri, _, _) in ds.items()}
@@ -136,7 +136,7 @@ def test_screening_spends_otdd_on_the_nearest_pairs_only(registry, dask_cluster)
     """`screen: {keep: 2}`: sliced rows for all 6 pairs, otdd rows only for the 2 pairs with
     the smallest sliced estimate (ties: pair order), and the sliced certified `lower` never
     above OTDD² (gaussian inner, same lambdas) up to float round-off (1e-9 relative)."""
-    from otaudit.cli import run_audit
+    from otaudit.app.cli import run_audit
 
     root, ds = registry
     X, y = demo_datasets()["vendor_b"]

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from otaudit.gaussian import bures_sq, covariance, gaussian_w2_sq_table, sqrtm_psd
+from otaudit.core.gaussian import bures_sq, covariance, gaussian_w2_sq_table, sqrtm_psd
 
 
 def _spd(rng: np.random.Generator, d: int, cond: float = 50.0) -> torch.Tensor:

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from otaudit.data.manifest import DatasetSpec
+from otaudit.data.readers import inspect_dataset, read_dataset, read_shard, write_dataset_parquet
+from otaudit.data.storage import Store
 from otaudit.errors import InputError, StorageError
-from otaudit.io import inspect_dataset, read_dataset, read_shard, write_dataset_parquet
-from otaudit.manifest import DatasetSpec
-from otaudit.storage import Store
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(103, 5))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from otaudit import config
+from otaudit.data.manifest import Manifest, load_manifest, select_pairs
 from otaudit.errors import InputError
-from otaudit.manifest import Manifest, load_manifest, select_pairs
 
 BASE = """
 name: nightly-registry
@@ -282,7 +282,7 @@ def test_settings_from_environment(monkeypatch):
 
 
 def test_manifest_read_from_s3(s3_bucket):
-    from otaudit.storage import Store
+    from otaudit.data.storage import Store
 
     bucket, opts = s3_bucket
     Store(f"s3://{bucket}/cfg", opts).write_bytes(BASE.encode(), "audit.yaml")

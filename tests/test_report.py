@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from otaudit import OTResult, report
+from otaudit.data.storage import Store
 from otaudit.errors import StorageError
-from otaudit.storage import Store
 
 CODE = "otaudit-test"
 
@@ -143,7 +143,7 @@ def test_summary_has_table_neighbours_flags_and_failures():
 
 
 def test_summary_states_screening_and_labels_estimates():
-    from otaudit.sliced import sliced_otdd
+    from otaudit.core.sliced import sliced_otdd
 
     pairs, ds = _rows()
     est = sliced_otdd([[0.0], [1.0]], None, [[0.5], [3.0]], None, n_projections=4)

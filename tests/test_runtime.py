@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from otaudit.errors import InputError
-from otaudit.tasks.runtime import gpu_index_for, worker_device
+from otaudit.tasks.devices import gpu_index_for, worker_device
 
 
 def test_gpu_index_round_robin_over_worker_indices():

@@ -20,8 +20,8 @@ CHILD = textwrap.dedent(
     """
     import json, resource, torch
     torch.set_num_threads(1)
-    from otaudit.cost import SqEuclidean, c_transform
-    from otaudit.bounds import block_residual_min
+    from otaudit.core.costs import SqEuclidean, c_transform
+    from otaudit.core.minibatch import block_residual_min
     n, d, budget = {n}, 8, {budget}
     g = torch.Generator().manual_seed(0)
     X = torch.randn(n, d, generator=g, dtype=torch.float64)
@@ -73,7 +73,7 @@ KMEANS_CHILD = textwrap.dedent(
     torch.set_num_threads(1)
     import otaudit.config as config
     config.COST_BLOCK_BYTES = {budget}
-    from otaudit.partition import kmeans
+    from otaudit.core.partition import kmeans
     n, k = {n}, {k}
     g = torch.Generator().manual_seed(0)
     Z = torch.randn(n, 8, generator=g, dtype=torch.float64)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from otaudit.audit.screen import screened_pairs
 from otaudit.errors import InputError
-from otaudit.screen import screened_pairs
 
 PAIRS = [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d")]
 

@@ -7,10 +7,10 @@ import ot
 import pytest
 import torch
 
-from otaudit.bounds import solve_ot
-from otaudit.cost import SqEuclidean, sq_euclidean
+from otaudit.core.costs import SqEuclidean, sq_euclidean
+from otaudit.core.sinkhorn import batched_bounds, sinkhorn_log, sinkhorn_online
+from otaudit.core.solve import solve_ot
 from otaudit.errors import ConvergenceWarning
-from otaudit.sinkhorn import batched_bounds, sinkhorn_log, sinkhorn_online
 
 
 def _batch(B: int, n: int, m: int, d: int, seed: int, dtype=torch.float64):

@@ -9,8 +9,8 @@ import ot
 import pytest
 from scipy.stats import spearmanr
 
+from otaudit.core.sliced import sliced_otdd, sliced_w2_1d
 from otaudit.errors import InputError
-from otaudit.sliced import sliced_otdd, sliced_w2_1d
 
 
 def test_1d_w2_matches_exact_lp_unequal_sizes():
@@ -104,7 +104,7 @@ def test_sliced_matrix_equals_pairwise_calls_and_checks_its_inputs():
     """Registry screening from per-dataset sketches == sliced_otdd on every pair."""
     from sklearn.datasets import load_digits
 
-    from otaudit.sliced import sliced_matrix, sliced_sketch
+    from otaudit.core.sliced import sliced_matrix, sliced_sketch
 
     X, y = load_digits(return_X_y=True)
     rng = np.random.default_rng(3)

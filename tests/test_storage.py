@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from otaudit.data.storage import SUCCESS, Store, check_reachable
 from otaudit.errors import InputError, StorageError
-from otaudit.storage import SUCCESS, Store, check_reachable
 
 
 @pytest.fixture(params=["local", "memory", "s3"])

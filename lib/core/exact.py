@@ -13,8 +13,8 @@ import numpy as np
 import ot
 import torch
 
-from . import config
-from .errors import SolverError
+from .. import config
+from ..errors import SolverError
 
 __all__ = ["ExactSolution", "emd", "emd_cost"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["as_points", "as_labels", "check_pair", "device_of", "as_weights"]
 

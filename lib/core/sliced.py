@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import config
-from ._arrays import as_labels, as_points, check_pair
-from .errors import InputError
+from .. import config
+from ..errors import InputError
+from .arrays import as_labels, as_points, check_pair
 from .result import OTResult
 
 __all__ = [

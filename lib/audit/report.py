@@ -6,7 +6,7 @@ Layout (SPEC.md section 3) under ``<output>/<name>/run=<run_id>/``::
     datasets.parquet   one row per dataset
     summary.md         what a person reads first
     heatmap.png        the N x N distance matrix per measure, annotated
-    _SUCCESS           written last by :meth:`otaudit.storage.Store.publish_dir`
+    _SUCCESS           written last by :meth:`otaudit.data.storage.Store.publish_dir`
 
 Schema versions (stored in the Parquet metadata under ``otaudit.schema_version``):
 
@@ -40,8 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import config
-from .errors import InputError, StorageError
+from .. import config
+from ..errors import InputError, StorageError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -387,7 +387,7 @@ def render_summary(
 
     Distances are ``sqrt(value)`` (OTDD, W2 for ``ot_bounds``/``w2``, the sliced screening
     estimate for ``sliced``). ``screening``: ``{"measure", "keep", "order", "n_pairs",
-    "kept"}`` when the pairs were screened (see :mod:`otaudit.screen`).
+    "kept"}`` when the pairs were screened (see :mod:`otaudit.audit.screen`).
     """
     a = assess(pair_rows, dataset_rows, thresholds)
     names = [r["dataset"] for r in dataset_rows]
@@ -656,7 +656,7 @@ def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> R
     Raises:
         StorageError: no complete report at ``uri`` (a run without ``_SUCCESS`` is ignored).
     """
-    from .storage import Store
+    from ..data.storage import Store
 
     store = Store(uri, dict(storage_options) if storage_options else None)
     if not store.exists(SUCCESS):

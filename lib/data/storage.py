@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import fsspec
 
-from .errors import InputError, StorageError
+from ..errors import InputError, StorageError
 from .manifest import redact
 
 __all__ = ["Store", "check_reachable", "SUCCESS", "storage_errors"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .cost import chunk_size, row_chunks
+from .costs import chunk_size, row_chunks
 from .exact import emd
 
 __all__ = ["Blocks", "random_blocks", "kmeans", "aligned_pieces"]

@@ -1,7 +1,7 @@
 """Content-addressed cache of embeddings and per-dataset statistics.
 
 Entries live under ``<output>/_cache/<kind>/<key>.npz`` (arrays) or ``.json``, written
-atomically through :class:`~otaudit.storage.Store`.  Keys are sha256 digests of the
+atomically through :class:`~otaudit.data.storage.Store`.  Keys are sha256 digests of the
 caller's parts (dataset fingerprint, embedder id, ...) plus the cache layout version
 (``config.CACHE_VERSION``) and the code version (``otaudit.__version__``), so a scheduled
 re-run recomputes only what changed.
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, config
-from .errors import InputError, StorageError
+from .. import __version__, config
+from ..errors import InputError, StorageError
 from .storage import Store
 
 __all__ = ["Cache", "CACHE_DIR"]

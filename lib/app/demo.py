@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import config
+from .. import config
 
 __all__ = ["VENDORS", "demo_datasets", "write_demo", "demo_manifest"]
 

@@ -13,8 +13,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from . import config
-from .errors import InputError
+from .. import config
+from ..errors import InputError
 
 __all__ = ["SCREEN_MEASURE", "screened_pairs"]
 

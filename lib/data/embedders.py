@@ -53,8 +53,8 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from . import config
-from .errors import FallbackWarning, InputError
+from .. import config
+from ..errors import FallbackWarning, InputError
 from .manifest import EmbedderSpec
 
 __all__ = [

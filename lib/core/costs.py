@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from . import config
+from .. import config
 
 __all__ = [
     "GroundCost",

@@ -42,8 +42,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from . import config
-from .errors import InputError
+from .. import config
+from ..errors import InputError
 
 __all__ = [
     "EmbedderSpec",

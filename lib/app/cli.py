@@ -147,16 +147,16 @@ def run_audit(
     Raises:
         InputError: bad manifest. StorageError: output store unreachable.
     """
+    from otaudit.audit.report import new_run_id
     from otaudit.config import load_settings
-    from otaudit.manifest import load_manifest, select_pairs
-    from otaudit.report import new_run_id
+    from otaudit.data.manifest import load_manifest, select_pairs
     from otaudit.tasks.plan import plan_blocks
 
     settings = settings or load_settings()
     m = load_manifest(manifest)  # fail fast (one line) before any server or cluster starts
     address = dask_address or settings.dask_address
     from otaudit.flows.audit import audit
-    from otaudit.tasks.runtime import cluster_threads, make_task_runner, prefect_api
+    from otaudit.flows.runtime import cluster_threads, make_task_runner, prefect_api
 
     n_threads = (
         cluster_threads(address)
@@ -255,8 +255,8 @@ def demo(
 ) -> None:
     """Build a registry from sklearn digits with planted drift and audit it (offline)."""
     _quiet_prefect_console(verbose)
+    from otaudit.app.demo import demo_manifest, write_demo
     from otaudit.config import load_settings
-    from otaudit.demo import demo_manifest, write_demo
 
     t0 = time.perf_counter()
     target = Path(out or load_settings().output)
@@ -282,8 +282,8 @@ def report(
     ),
 ) -> None:
     """Print the summary of a written report."""
+    from otaudit.audit.report import read_report
     from otaudit.errors import OTAuditError
-    from otaudit.report import read_report
 
     try:
         so = json.loads(storage_options) if storage_options else None

@@ -45,8 +45,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from . import config
-from .errors import InputError, StorageError
+from .. import config
+from ..errors import InputError, StorageError
 from .manifest import DatasetSpec, redact
 from .storage import Store, storage_errors
 

@@ -1,0 +1,343 @@
+"""Per-dataset statistics (:class:`DatasetStats`): validated features, label codes, class
+means/covariances/roots and the within-dataset label table, computed once per dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import config
+from ..core.arrays import as_labels, as_points, device_of
+from ..core.gaussian import covariance, gaussian_w2_sq_table, sqrtm_psd
+from ..errors import InputError
+from .labels import LabelTable, exact_table
+
+STATS_INNER = ("exact", "gaussian", "both")
+
+
+# --------------------------------------------------------------------------------------
+# per-dataset statistics
+# --------------------------------------------------------------------------------------
+def encode_label(v: Any) -> list[Any]:
+    if v is None:
+        return ["none", None]
+    if isinstance(v, (bool, np.bool_)):
+        return ["bool", bool(v)]
+    if isinstance(v, (int, np.integer)):
+        return ["int", int(v)]
+    if isinstance(v, (float, np.floating)):
+        return ["float", float(v)]
+    if isinstance(v, str):
+        return ["str", v]
+    if isinstance(v, tuple):
+        return ["tuple", [encode_label(x) for x in v]]
+    raise InputError(
+        f"label {v!r} of type {type(v).__name__} cannot be stored in the cache",
+        field="labels",
+        fix="use int, float, bool, str or tuple labels",
+    )
+
+
+def decode_label(t: list[Any]) -> Any:
+    kind, v = t
+    if kind == "none":
+        return None
+    if kind == "tuple":
+        return tuple(decode_label(x) for x in v)
+    return {"bool": bool, "int": int, "float": float, "str": str}[kind](v)
+
+
+def content_hash(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.hexdigest()[:32]
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().numpy().tobytes()
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetStats:
+    """Statistics of ONE dataset, computed once and reused for every pair it appears in.
+
+    Attributes:
+        name: dataset name (used in messages and matrices; not part of the fingerprint).
+        fingerprint: content hash of (features, labels); equal fingerprints = same dataset.
+        features: ``[n, d]`` float64 tensor (on the input's device).
+        codes: ``[n]`` int64 tensor, ``codes[i]`` indexes ``classes``.
+        classes: the original labels (sorted when comparable), ``K`` of them.
+        counts: ``[K]`` int64 class sizes.
+        labeled: False for an unlabeled dataset (then ``K = 1``, ``classes = (None,)``).
+        class_hashes: content hash of each class's point cloud (identical clouds -> W = 0).
+        means: ``[K, d]`` class means.
+        covs: ``[K, d, d]`` unbiased class covariances ``1/(n_y - 1)`` (None unless the
+            Gaussian inner cost was requested).
+        cov_sqrts: ``[K, d, d]`` their symmetric PSD square roots (None likewise).
+        self_exact: within-dataset label table for ``inner="exact"`` (None if not computed).
+        self_gaussian: ``[K, K]`` within-dataset Gaussian label table (None if not computed).
+        params: how the statistics were made (e.g. pseudo-labels).
+    """
+
+    name: str
+    fingerprint: str
+    features: torch.Tensor
+    codes: torch.Tensor
+    classes: tuple[Any, ...]
+    counts: np.ndarray
+    labeled: bool
+    class_hashes: tuple[str, ...]
+    means: torch.Tensor
+    covs: torch.Tensor | None = None
+    cov_sqrts: torch.Tensor | None = None
+    self_exact: LabelTable | None = None
+    self_gaussian: torch.Tensor | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    _class_points: list[torch.Tensor] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self._class_points:
+            pts = [self.features[self.codes == k] for k in range(len(self.classes))]
+            object.__setattr__(self, "_class_points", pts)
+
+    @property
+    def n(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def class_points(self, k: int) -> torch.Tensor:
+        """``[n_k, d]`` points of class ``k`` (an index into ``classes``)."""
+        return self._class_points[k]
+
+    def has_inner(self, inner: str) -> bool:
+        """Whether these statistics support ``inner`` (Gaussian needs covariances)."""
+        return inner == "exact" or not self.labeled or self.covs is not None
+
+    # -- serialisation for the pipeline cache -------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain numpy arrays (``np.savez``-able); inverse: :meth:`from_arrays`."""
+        meta = {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "labeled": self.labeled,
+            "classes": [encode_label(c) for c in self.classes],
+            "class_hashes": list(self.class_hashes),
+            "params": self.params,
+            "self_exact_method": None if self.self_exact is None else self.self_exact.method,
+            "self_exact_n_solves": 0 if self.self_exact is None else self.self_exact.n_solves,
+            "self_exact_converged": True if self.self_exact is None else self.self_exact.converged,
+            "version": 1,
+        }
+        out: dict[str, np.ndarray] = {
+            "meta_json": np.array(json.dumps(meta)),
+            "features": self.features.detach().cpu().numpy(),
+            "codes": self.codes.detach().cpu().numpy(),
+            "counts": np.asarray(self.counts, dtype=np.int64),
+            "means": self.means.detach().cpu().numpy(),
+        }
+        if self.covs is not None and self.cov_sqrts is not None:
+            out["covs"] = self.covs.detach().cpu().numpy()
+            out["cov_sqrts"] = self.cov_sqrts.detach().cpu().numpy()
+        if self.self_exact is not None:
+            out["self_exact_value"] = self.self_exact.value.cpu().numpy()
+            out["self_exact_lower"] = self.self_exact.lower.cpu().numpy()
+            out["self_exact_upper"] = self.self_exact.upper.cpu().numpy()
+        if self.self_gaussian is not None:
+            out["self_gaussian"] = self.self_gaussian.cpu().numpy()
+        return out
+
+    @classmethod
+    def from_arrays(
+        cls, d: dict[str, np.ndarray], *, device: torch.device | str | None = None
+    ) -> DatasetStats:
+        """Rebuild from :meth:`to_arrays` output (e.g. an ``np.load`` of an ``.npz``)."""
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        meta = json.loads(str(np.asarray(d["meta_json"])[()]))
+
+        def t(key: str) -> torch.Tensor:
+            return torch.from_numpy(np.array(d[key])).to(dev)
+
+        self_exact = None
+        if "self_exact_value" in d:
+            self_exact = LabelTable(
+                t("self_exact_value"),
+                t("self_exact_lower"),
+                t("self_exact_upper"),
+                meta["self_exact_method"],
+                int(meta["self_exact_n_solves"]),
+                bool(meta["self_exact_converged"]),
+            )
+        return cls(
+            name=meta["name"],
+            fingerprint=meta["fingerprint"],
+            features=t("features"),
+            codes=t("codes"),
+            classes=tuple(decode_label(c) for c in meta["classes"]),
+            counts=np.array(d["counts"], dtype=np.int64),
+            labeled=bool(meta["labeled"]),
+            class_hashes=tuple(meta["class_hashes"]),
+            means=t("means"),
+            covs=t("covs") if "covs" in d else None,
+            cov_sqrts=t("cov_sqrts") if "cov_sqrts" in d else None,
+            self_exact=self_exact,
+            self_gaussian=t("self_gaussian") if "self_gaussian" in d else None,
+            params=dict(meta["params"]),
+        )
+
+
+def _kmeans_labels(X: torch.Tensor, k: int, dataset: str) -> np.ndarray:
+    """Deterministic k-means (scipy, k-means++ init, seed ``config.SEED``) pseudo-labels."""
+    from scipy.cluster.vq import ClusterError, kmeans2
+
+    if not (isinstance(k, int) and 1 <= k <= X.shape[0]):
+        raise InputError(
+            f"pseudo_labels={k!r} must be an int between 1 and n={X.shape[0]}",
+            dataset=dataset,
+            field="pseudo_labels",
+            fix="pass a smaller k",
+        )
+    try:
+        _, lab = kmeans2(
+            X.cpu().numpy(),
+            k,
+            minit="++",
+            seed=config.SEED,
+            missing="raise",
+            iter=config.OTDD_KMEANS_ITER,
+        )
+    except ClusterError:
+        raise InputError(
+            f"k-means with k={k} left a cluster empty",
+            dataset=dataset,
+            field="pseudo_labels",
+            fix="pass a smaller pseudo_labels",
+        ) from None
+    return lab.astype(np.int64)
+
+
+def dataset_stats(
+    X: Any,
+    y: Any,
+    *,
+    name: str | None = None,
+    inner: str = config.OTDD_INNER,
+    self_tables: bool = True,
+    pseudo_labels: int | None = None,
+    ridge: float | None = None,
+) -> DatasetStats:
+    """Validate one dataset and compute its per-dataset statistics (once per audit).
+
+    Args:
+        X: ``[n, d]`` features (numpy or torch, CPU/CUDA, float32/64).
+        y: ``[n]`` labels of any hashable type, or None (unlabeled).
+        name: dataset name for messages and matrices (default ``"dataset"``).
+        inner: which label costs to prepare: ``"exact"`` (default ``config.OTDD_INNER``),
+            ``"gaussian"`` (class covariances and roots) or ``"both"``. Pass the audit's inner
+            method: ``"gaussian"``/``"both"`` reject classes with a single point.
+        self_tables: also compute the within-dataset label table(s) (``K(K-1)/2`` inner solves
+            for ``"exact"``), used for identical-dataset pairs and reports.
+        pseudo_labels: for ``y=None``: label by deterministic k-means with this many clusters.
+        ridge: Gaussian covariance shrinkage (default ``config.GAUSSIAN_COV_RIDGE``).
+
+    Raises:
+        InputError: bad features/labels, or (Gaussian) a class with a single point, whose
+            unbiased covariance is undefined.
+    """
+    ds = "dataset" if name is None else str(name)
+    if inner not in STATS_INNER:
+        raise InputError(
+            f"unknown inner {inner!r}",
+            dataset=ds,
+            field="inner",
+            fix="use 'exact', 'gaussian' or 'both'",
+        )
+    Xt = as_points(X, dataset=ds, device=device_of(X))
+    n, d = Xt.shape
+    params: dict[str, Any] = {}
+    if y is None and pseudo_labels is not None:
+        y = _kmeans_labels(Xt, pseudo_labels, ds)
+        params["pseudo_labels"] = int(pseudo_labels)
+    elif pseudo_labels is not None:
+        raise InputError(
+            "pseudo_labels is only for unlabeled data (y=None)",
+            dataset=ds,
+            field="pseudo_labels",
+            fix="drop pseudo_labels or pass y=None",
+        )
+    labeled = y is not None
+    if labeled:
+        codes_np, classes = as_labels(y, n, dataset=ds)
+    else:
+        codes_np, classes = np.zeros(n, dtype=np.int64), [None]
+    K = len(classes)
+    codes = torch.from_numpy(codes_np).to(Xt.device)
+    counts = np.bincount(codes_np, minlength=K).astype(np.int64)
+    pts = [Xt[codes == k] for k in range(K)]
+    class_hashes = tuple(content_hash(tensor_bytes(p)) for p in pts)
+    fingerprint = content_hash(
+        np.array([n, d], dtype=np.int64).tobytes(),
+        tensor_bytes(Xt),
+        codes_np.tobytes(),
+        json.dumps([encode_label(c) for c in classes]).encode(),
+    )
+    means = torch.stack([p.mean(0) for p in pts])
+    covs = roots = self_g = None
+    self_e = None
+    if labeled and inner in ("gaussian", "both"):
+        small = [classes[k] for k in range(K) if counts[k] < 2]
+        if small:
+            raise InputError(
+                f"class {small[0]!r} has 1 point ({len(small)} such classes), so its unbiased "
+                f"covariance 1/(n_y-1) is undefined for inner='gaussian'",
+                dataset=ds,
+                field="labels",
+                fix="use inner='exact', or drop or merge classes with one point",
+            )
+        rid = config.GAUSSIAN_COV_RIDGE if ridge is None else float(ridge)
+        covs = torch.stack([covariance(p, rid)[1] for p in pts])
+        roots = sqrtm_psd(covs)
+        if self_tables:
+            self_g = gaussian_w2_sq_table(means, covs, roots, means, covs, roots)
+            self_g = 0.5 * (self_g + self_g.T)  # exact symmetry within one dataset
+            self_g.fill_diagonal_(0.0)
+        if ridge is not None:
+            params["ridge"] = rid
+    if labeled and self_tables and inner in ("exact", "both"):
+        self_e = exact_table(
+            pts, class_hashes, pts, class_hashes, symmetric=True, device=Xt.device, inner_options={}
+        )
+    return DatasetStats(
+        name=ds,
+        fingerprint=fingerprint,
+        features=Xt,
+        codes=codes,
+        classes=tuple(classes),
+        counts=counts,
+        labeled=labeled,
+        class_hashes=class_hashes,
+        means=means,
+        covs=covs,
+        cov_sqrts=roots,
+        self_exact=self_e,
+        self_gaussian=self_g,
+        params=params,
+        _class_points=pts,
+    )
