@@ -8,8 +8,8 @@ import sys
 from typer.testing import CliRunner
 
 import otaudit
-from otaudit import report
 from otaudit.app.cli import app
+from otaudit.audit import report
 from otaudit.data.storage import Store
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from otaudit import embedders
+from otaudit.data import embedders
 from otaudit.data.embedders import make_embedder, resolve_device
 from otaudit.data.manifest import EmbedderSpec
 from otaudit.errors import FallbackWarning, InputError
