@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from otaudit import OTResult, report
+from otaudit import OTResult
+from otaudit.audit import report
 from otaudit.data.storage import Store
 from otaudit.errors import StorageError
 
