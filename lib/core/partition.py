@@ -10,6 +10,7 @@ the block-level LP correction of the lower bound, which needs a disjoint partiti
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,15 @@ import torch
 from .costs import chunk_size, row_chunks
 from .exact import emd
 
-__all__ = ["Blocks", "random_blocks", "kmeans", "aligned_pieces"]
+__all__ = [
+    "Blocks",
+    "Heaviest",
+    "heaviest_piece",
+    "make_blocks",
+    "random_blocks",
+    "kmeans",
+    "aligned_pieces",
+]
 
 
 @dataclass
@@ -37,16 +46,53 @@ class Blocks:
         return torch.stack([w.sum() for w in self.w])
 
 
+@dataclass
+class Heaviest:
+    """Per point, the piece holding most of its mass: ``label [n]`` (long), ``weight [n]``
+    (float64, ``-1`` where no piece holds the point) and the piece's ``values`` at the point
+    (float64 ``[n]``, zeros where uncovered; None when no values were given)."""
+
+    label: torch.Tensor
+    weight: torch.Tensor
+    values: torch.Tensor | None
+
+    @property
+    def covered(self) -> bool:
+        """Every point is held by some piece."""
+        return bool((self.weight >= 0).all())
+
+
+def heaviest_piece(
+    n: int,
+    pieces: Iterable[tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]],
+    device: torch.device,
+) -> Heaviest:
+    """Each point keeps the piece holding most of its mass (the first such piece on ties).
+
+    ``pieces``: ``(idx [s], w [s], label, values [s] or None)`` in order; point ``idx[t]``
+    has mass ``w[t]`` in the piece. Used for the disjoint block labels of a partition, and to
+    stitch block duals into potentials on all points (the lower bound needs one value and one
+    disjoint label per point; any choice is valid, the heaviest keeps the bound tight)."""
+    best = torch.full((n,), -1.0, dtype=torch.float64, device=device)
+    lab = torch.zeros(n, dtype=torch.long, device=device)
+    vals: torch.Tensor | None = None
+    for i, w, k, v in pieces:
+        better = w > best[i]
+        sel = i[better]
+        if v is not None:
+            if vals is None:
+                vals = torch.zeros(n, dtype=torch.float64, device=device)
+            vals[sel] = v[better]
+        best[sel] = w[better]
+        lab[sel] = k
+    return Heaviest(label=lab, weight=best, values=vals)
+
+
 def _labels_from(
     idx: list[torch.Tensor], w: list[torch.Tensor], n: int, device: torch.device
 ) -> torch.Tensor:
-    best = torch.full((n,), -1.0, dtype=torch.float64, device=device)
-    lab = torch.zeros(n, dtype=torch.long, device=device)
-    for k, (i, wk) in enumerate(zip(idx, w, strict=True)):
-        better = wk > best[i]
-        best[i[better]] = wk[better]
-        lab[i[better]] = k
-    return lab
+    pieces = ((i, wk, k, None) for k, (i, wk) in enumerate(zip(idx, w, strict=True)))
+    return heaviest_piece(n, pieces, device).label
 
 
 def random_blocks(n: int, batch_size: int, a: torch.Tensor, gen: torch.Generator) -> Blocks:
@@ -196,4 +242,22 @@ def aligned_pieces(
     return (
         Blocks(idx_x, w_x, _labels_from(idx_x, w_x, n, dev)),
         Blocks(idx_y, w_y, _labels_from(idx_y, w_y, m, dev)),
+    )
+
+
+def make_blocks(
+    Zx: torch.Tensor,
+    a: torch.Tensor,
+    Zy: torch.Tensor,
+    b: torch.Tensor,
+    partition: str,
+    batch_size: int,
+    gen: torch.Generator,
+) -> tuple[Blocks, Blocks]:
+    """The blocks of both sides for the mini-batch bounds: ``"aligned"``
+    (:func:`aligned_pieces`) or ``"random"`` (:func:`random_blocks` on each side)."""
+    if partition == "aligned":
+        return aligned_pieces(Zx, a, Zy, b, batch_size, gen)
+    return random_blocks(Zx.shape[0], batch_size, a, gen), random_blocks(
+        Zy.shape[0], batch_size, b, gen
     )

@@ -6,28 +6,40 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["OTResult"]
+__all__ = ["OTResult", "KINDS", "distance_of"]
+
+KINDS = ("exact", "bracketed", "estimate")
+
+
+def distance_of(value: float) -> float:
+    """``sqrt(value)`` clipped at 0 against round-off: the distance (OTDD, W2) of a squared
+    cost. The one home of that conversion (:attr:`OTResult.distance` uses it)."""
+    return math.sqrt(max(value, 0.0))
 
 
 @dataclass(frozen=True)
 class OTResult:
-    """Result of an OT or OTDD computation.
+    """Result of an OT or OTDD computation: what is known, and how.
 
     Attributes:
         value: best estimate of the OT cost (OTDD² for :func:`otaudit.dataset_distance`, W2² for
-            :func:`otaudit.ot_bounds`).
-        lower: certified lower bound on the exact cost (a feasible dual's objective);
-            equals ``value`` for an exact solve. ``-inf`` if no certificate is available.
-        upper: certified upper bound (a feasible plan's cost); equals ``value`` for an
-            exact solve. ``+inf`` if no certificate is available.
-        certified: True when ``lower``/``upper`` are certified bounds (always True for the
-            bound families; False only for estimates such as the sliced screening).
+            :func:`otaudit.ot_bounds`): the exact value, the midpoint of a certified
+            interval, the upper bound when no lower bound was computed (mini-batch
+            ``lower="none"``), or an uncertified estimate (sliced screening).
+        lower: lower bound on the exact cost; certified (a feasible dual's objective) when
+            ``lower_certified``; ``-inf`` if none was computed.
+        upper: upper bound (a feasible plan's cost) when ``upper_certified``; ``+inf`` if
+            none is available.
+        certified: ``lower_certified and upper_certified`` (kept for compatibility; passing
+            it alone sets both per-bound flags).
         method: a short string naming the solver and its options.
         n_solves: number of OT solves used (mini-batch solves for the bound families).
         seconds: wall time.
-        params: the parameters used (JSON-serialisable).
-        converged: whether every iterative solve reached its tolerance.
+        params: the parameters applied (JSON-serialisable).
+        converged: whether every iterative solve reached its tolerance (computed by each
+            solver; True for the exact LP).
         extra: solver-specific diagnostics (JSON-serialisable), e.g. bytes moved.
+        lower_certified, upper_certified: per-bound certificates (default: ``certified``).
     """
 
     value: float
@@ -40,15 +52,25 @@ class OTResult:
     params: dict[str, Any] = field(default_factory=dict)
     converged: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    lower_certified: bool | None = None
+    upper_certified: bool | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"exact"`` (certified lower == certified upper), ``"bracketed"`` (both bounds
+        certified) or ``"estimate"`` (at most one bound certified)."""
+        if self.lower_certified and self.upper_certified:
+            return "exact" if self.lower == self.upper else "bracketed"
+        return "estimate"
 
     @property
     def distance(self) -> float:
         """``sqrt(value)`` (OTDD or W2), clipped at 0 against round-off."""
-        return math.sqrt(max(self.value, 0.0))
+        return distance_of(self.value)
 
     @property
     def gap(self) -> float:
-        """``upper - lower`` (absolute width of the certified interval)."""
+        """``upper - lower`` (absolute width of the interval)."""
         return self.upper - self.lower
 
     @property
@@ -61,6 +83,12 @@ class OTResult:
         return (self.upper - self.lower) / self.upper
 
     def replace(self, **changes: Any) -> OTResult:
+        if "certified" in changes and not {"lower_certified", "upper_certified"} & set(changes):
+            changes = {
+                **changes,
+                "lower_certified": changes["certified"],
+                "upper_certified": changes["certified"],
+            }
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +98,9 @@ class OTResult:
             "upper": self.upper,
             "gap_rel": self.gap_rel,
             "certified": self.certified,
+            "lower_certified": self.lower_certified,
+            "upper_certified": self.upper_certified,
+            "kind": self.kind,
             "method": self.method,
             "n_solves": self.n_solves,
             "seconds": self.seconds,
@@ -79,5 +110,15 @@ class OTResult:
         }
 
     def __post_init__(self) -> None:
-        if self.certified and not (self.lower <= self.upper + 1e-12 * max(1.0, abs(self.upper))):
+        lc = self.certified if self.lower_certified is None else bool(self.lower_certified)
+        uc = self.certified if self.upper_certified is None else bool(self.upper_certified)
+        if bool(self.certified) != (lc and uc):
+            raise ValueError(
+                f"OTResult: certified={self.certified!r} but lower_certified={lc!r}, "
+                f"upper_certified={uc!r} (certified means both)"
+            )
+        object.__setattr__(self, "lower_certified", bool(lc))
+        object.__setattr__(self, "upper_certified", bool(uc))
+        object.__setattr__(self, "certified", bool(lc and uc))
+        if lc and uc and not (self.lower <= self.upper + 1e-12 * max(1.0, abs(self.upper))):
             raise ValueError(f"OTResult: lower {self.lower!r} > upper {self.upper!r}")

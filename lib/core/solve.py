@@ -3,8 +3,6 @@ and :func:`ot_bounds`, the squared-Euclidean entry point."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
 from typing import Any
 
@@ -15,8 +13,16 @@ from ..errors import InputError
 from .arrays import as_points, as_weights, check_pair, device_of
 from .costs import GroundCost, SqEuclidean
 from .exact import emd
-from .minibatch import check_knobs, minibatch_bounds
+from .minibatch.bounds import run_minibatch
 from .result import OTResult
+from .settings import (
+    ExactSettings,
+    Settings,
+    SinkhornSettings,
+    check_knobs,
+    options_of,
+    solver_settings,
+)
 from .sinkhorn import sinkhorn_bounds
 
 __all__ = ["solve_ot", "exact_ot", "ot_bounds", "SOLVERS"]
@@ -49,7 +55,7 @@ def exact_ot(
         n_solves=1,
         seconds=time.perf_counter() - t0,
         params={"solver": "exact"},
-        converged=True,
+        converged=True,  # the network simplex reached optimality (emd raises otherwise)
         extra={"bytes_moved": 8 * cost.n * cost.m},
     )
 
@@ -57,35 +63,15 @@ def exact_ot(
 # ----------------------------------------------------------------------------------------
 # dispatcher and public entry point
 # ----------------------------------------------------------------------------------------
-@functools.cache
-def _solver_options() -> dict[str, frozenset[str]]:
-    """The keyword options each solver of :func:`solve_ot` takes (from its signature)."""
-    fns = {"exact": exact_ot, "sinkhorn": sinkhorn_bounds, "minibatch": minibatch_bounds}
-    return {
-        k: frozenset(inspect.signature(f).parameters) - {"cost", "a", "b"} for k, f in fns.items()
-    }
-
-
-def _options_for(solver: str, opts: dict[str, Any], auto: bool) -> dict[str, Any]:
-    """The options of ``opts`` that ``solver`` takes (see :func:`solve_ot`)."""
-    takes = _solver_options()
-    out: dict[str, Any] = {}
-    for key, v in opts.items():
-        if key in takes[solver]:
-            out[key] = v
-            continue
-        owners = [k for k, names in takes.items() if key in names]
-        if owners and auto:
-            continue  # a knob of the solver auto did not pick
-        raise InputError(
-            f"option {key!r} does not apply to solver={solver!r}"
-            + (f" (it is an option of solver={owners[0]!r})" if owners else ""),
-            field=key,
-            fix=f"use solver={owners[0]!r} or drop {key!r}"
-            if owners
-            else "options: " + ", ".join(sorted(set().union(*takes.values()))),
-        )
-    return out
+def run_settings(
+    cost: GroundCost, a: torch.Tensor | None, b: torch.Tensor | None, settings: Settings
+) -> OTResult:
+    """Run the solver that ``settings`` are for."""
+    if isinstance(settings, ExactSettings):
+        return exact_ot(cost, a, b, **settings.options())
+    if isinstance(settings, SinkhornSettings):
+        return sinkhorn_bounds(cost, a, b, **settings.options())
+    return run_minibatch(cost, a, b, settings)
 
 
 def solve_ot(
@@ -113,12 +99,7 @@ def solve_ot(
     auto = solver == "auto"
     if auto:
         solver = "exact" if cost.n * cost.m <= config.EXACT_MAX_ENTRIES else "minibatch"
-    opts = _options_for(solver, opts, auto)
-    if solver == "exact":
-        return exact_ot(cost, a, b, **opts)
-    if solver == "sinkhorn":
-        return sinkhorn_bounds(cost, a, b, **opts)
-    return minibatch_bounds(cost, a, b, **opts)
+    return run_settings(cost, a, b, solver_settings(solver, opts, auto=auto))
 
 
 def ot_bounds(
@@ -152,7 +133,7 @@ def ot_bounds(
     Returns OTResult: ``lower``/``upper`` certified; ``value`` = their midpoint (exact
     value for an exact solve); ``n_solves`` = block OT solves done.
     """
-    mb_only = _solver_options()["minibatch"] - _solver_options()["exact"]
+    mb_only = options_of("minibatch") - options_of("exact")
     forced = any(v is not None for v in (batch_size, budget, partition, coupling)) or any(
         k in mb_only for k in opts
     )
@@ -174,17 +155,9 @@ def ot_bounds(
         small = cost.n * cost.m <= config.EXACT_MAX_ENTRIES
         solver = "exact" if (small and not forced) else "minibatch"
     if solver == "minibatch":
-        res = minibatch_bounds(
-            cost,
-            a,
-            b,
-            batch_size=batch_size,
-            budget=budget,
-            partition=partition,
-            coupling=coupling,
-            seed=seed,
-            **opts,
-        )
+        knobs = dict(batch_size=batch_size, budget=budget, partition=partition, coupling=coupling)
+        settings = solver_settings("minibatch", {**opts, **knobs, "seed": seed})
+        res = run_settings(cost, a, b, settings)
     else:
         res = solve_ot(cost, a, b, solver=solver, **opts)
     return res.replace(

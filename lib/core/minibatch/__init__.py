@@ -48,17 +48,22 @@ the float64 c-transforms). Feasibility of the glued plan holds up to float64 rou
 the block masses (relative ~1e-15).
 """
 
-from .blocks import BLOCK_SOLVERS
-from .bounds import COUPLINGS, PARTITIONS, check_knobs, minibatch_bounds
-from .lower import block_residual_min, certify_lower, sinkhorn_dual_ascent
+from .blocks import BLOCK_SOLVERS, BlockSolves, OuterOT, outer_ot
+from .bounds import COUPLINGS, PARTITIONS, check_knobs, minibatch_bounds, run_minibatch
+from .lower import LowerCertificate, block_residual_min, certify_lower, sinkhorn_dual_ascent
 
 __all__ = [
     "BLOCK_SOLVERS",
     "COUPLINGS",
     "PARTITIONS",
+    "BlockSolves",
+    "LowerCertificate",
+    "OuterOT",
     "block_residual_min",
     "certify_lower",
     "check_knobs",
     "minibatch_bounds",
+    "outer_ot",
+    "run_minibatch",
     "sinkhorn_dual_ascent",
 ]

@@ -1,9 +1,11 @@
 """Block problems of the mini-batch bounds: one solve per block pair (POT's LP one by one, or
-batched Sinkhorn launches on the cost's device), the solve ledger, and the exact outer OT
+batched Sinkhorn launches on the cost's device), the solve ledger, the store of solved block
+pairs (:class:`BlockSolves`, the one mutable state the stages share) and the exact outer OT
 between block masses."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,16 +18,30 @@ from ..costs import (
     GroundCost,
 )
 from ..exact import emd
+from ..partition import Blocks
+from ..settings import BLOCK_SOLVERS
 from ..sinkhorn import batched_plans, sparsify_plan
 
-BLOCK_SOLVERS = ("auto", "exact", "sinkhorn")
+
+@dataclass(frozen=True)
+class OuterOT:
+    """Exact OT between block masses: ``cost``, the block coupling ``G [kx, ky]`` and the LP
+    duals ``u [kx]``, ``v [ky]``."""
+
+    cost: float
+    G: torch.Tensor
+    u: np.ndarray
+    v: np.ndarray
+
+    def __iter__(self):  # backward compatible with the former (cost, G, u, v) tuple
+        return iter((self.cost, self.G, self.u, self.v))
 
 
 def outer_ot(
     alpha: torch.Tensor, beta: torch.Tensor, W: torch.Tensor, allowed: torch.Tensor | None = None
-) -> tuple[float, torch.Tensor, np.ndarray, np.ndarray]:
+) -> OuterOT:
     """Exact OT between block masses; pairs outside ``allowed`` get a prohibitive cost and
-    the returned coupling is checked to avoid them. Returns (cost, Gamma, u, v)."""
+    the returned coupling is checked to avoid them."""
     Wn = W.detach().cpu().double().clone()
     if allowed is not None:
         al = allowed.cpu()
@@ -42,7 +58,7 @@ def outer_ot(
             raise RuntimeError("restricted block coupling infeasible (internal error)")
         G[bad] = 0.0
     cost = float((G * Wn).sum())
-    return cost, G, sol.f, sol.g
+    return OuterOT(cost=cost, G=G, u=sol.f, v=sol.g)
 
 
 @dataclass
@@ -53,18 +69,25 @@ class BlockSolve:
     pi: torch.Tensor  # [nnz] normalised plan entries
     pp: torch.Tensor  # [nnz] positions in the X block
     qq: torch.Tensor  # [nnz] positions in the Y block
-    exact: bool = True
+    exact: bool = True  # counts as solved (False: the independent coupling, not a solve)
+    converged: bool = True  # the solver reached its tolerance (the exact LP always does)
 
 
 @dataclass
 class Ledger:
-    """Counts mini-batch solves against the budget."""
+    """Counts mini-batch solves against the budget (and whether every one converged)."""
 
     budget: float
     n_solves: int = 0
     bytes_moved: int = 0
-    cost_evals: int = 0
-    notes: list[str] = field(default_factory=list)
+    converged: bool = True
+
+    def record(self, sizes: list[tuple[int, int]], sols: list[BlockSolve]) -> None:
+        """Count the solves of blocks of ``sizes`` ``(|I|, |J|)`` and their convergence."""
+        for (ni, mj), s in zip(sizes, sols, strict=True):
+            self.n_solves += 1
+            self.bytes_moved += 8 * ni * mj
+            self.converged = self.converged and s.converged
 
     def can(self, k: int = 1) -> bool:
         return self.n_solves + k <= self.budget
@@ -104,7 +127,8 @@ def sinkhorn_blocks(
     cost of that feasible plan (>= the block's OT, so the glued upper bound stays certified)
     and ``(f, g)`` the double c-transform of the Sinkhorn potentials (dual feasible; the
     lower bound is certified afterwards whatever they are). ``exact`` stays True: the block
-    counts as solved (the coupling search treats ``W`` as the block's cost).
+    counts as solved (the coupling search treats ``W`` as the block's cost); ``converged``
+    is the launch's own per-problem convergence (warnings are off, the flag is not).
     """
     out: list[BlockSolve] = []
     if not problems:
@@ -157,6 +181,7 @@ def sinkhorn_blocks(
                     pi=pi,
                     pp=pp,
                     qq=qq,
+                    converged=bool(r.state.converged[t]),
                 )
             )
         del C, r
@@ -198,3 +223,65 @@ def product_block(
     z_f = torch.zeros(I.numel(), dtype=torch.float64, device=C.device)
     z_g = torch.zeros(J.numel(), dtype=torch.float64, device=C.device)
     return BlockSolve(W=float((P * C).sum()), f=z_f, g=z_g, pi=P[pp, qq], pp=pp, qq=qq, exact=False)
+
+
+@dataclass
+class BlockSolves:
+    """The solved block pairs of one mini-batch run: ``solved[(i, j)]`` for the pairs of
+    blocks ``BX``, ``BY`` solved (or given their independent coupling), and the ledger of
+    solves. The stages (coupling, refinement) receive it explicitly; it is the only state
+    they share."""
+
+    cost: GroundCost
+    BX: Blocks
+    BY: Blocks
+    block_solver: str
+    ledger: Ledger
+    solved: dict[tuple[int, int], BlockSolve] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.alpha = self.BX.mass
+        self.beta = self.BY.mass
+
+    @property
+    def kx(self) -> int:
+        return len(self.BX)
+
+    @property
+    def ky(self) -> int:
+        return len(self.BY)
+
+    def solve(self, pairs: list[tuple[int, int]], allow_product: bool = False) -> None:
+        """Solve the block pairs not solved yet, in order, while the budget lasts (one
+        batched launch for the sinkhorn block solver); the rest get their independent
+        coupling if ``allow_product``."""
+        BX, BY = self.BX, self.BY
+        todo = [p for p in dict.fromkeys(pairs) if p not in self.solved]
+        n_run = self.ledger.room(len(todo))
+        run = todo[:n_run]
+        problems = [(BX.idx[i], BY.idx[j], BX.w[i], BY.w[j]) for i, j in run]
+        sols = solve_blocks(self.cost, problems, self.block_solver)
+        self.ledger.record([(p[0].numel(), p[1].numel()) for p in problems], sols)
+        self.solved.update(zip(run, sols, strict=True))
+        if allow_product:
+            for i, j in todo[n_run:]:
+                self.solved[(i, j)] = product_block(
+                    self.cost, BX.idx[i], BY.idx[j], BX.w[i], BY.w[j]
+                )
+
+    def forget(self, pairs: list[tuple[int, int]]) -> None:
+        """Drop pairs (e.g. independent couplings about to be solved for real)."""
+        for p in pairs:
+            self.solved.pop(p, None)
+
+    def costs(self, fill: torch.Tensor | None = None, exact_only: bool = False) -> torch.Tensor:
+        """``W [kx, ky]`` (float64, CPU): the solved pairs' costs, ``fill`` (default +inf)
+        elsewhere; ``exact_only``: only the pairs actually solved."""
+        if fill is None:
+            W = torch.full((self.kx, self.ky), math.inf, dtype=torch.float64)
+        else:
+            W = fill.clone()
+        for (i, j), s in self.solved.items():
+            if s.exact or not exact_only:
+                W[i, j] = s.W
+        return W

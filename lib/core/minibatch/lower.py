@@ -4,9 +4,12 @@ full-problem dual ascent (see :mod:`otaudit.core.minibatch` for the proof)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from ... import config
 from ..costs import (
     GroundCost,
     c_transform,
@@ -15,6 +18,7 @@ from ..costs import (
     row_chunks,
 )
 from ..exact import emd
+from ..partition import kmeans
 
 
 # ----------------------------------------------------------------------------------------
@@ -58,6 +62,89 @@ def block_residual_min(
     return D
 
 
+@dataclass(frozen=True)
+class LowerCertificate:
+    """A certified lower bound ``lower = <f, a> + <g, b>`` with ``(f, g)`` dual feasible, and
+    its diagnostics: the bound right after the block-LP correction (``lb_lp_correction``),
+    after the last c-transform (``lb_ctransform``) and the block counts of the correction
+    (``lb_blocks``). Unpacks as the former tuple ``(lower, f, g, info)``."""
+
+    lower: float
+    f: torch.Tensor
+    g: torch.Tensor
+    lb_lp_correction: float
+    lb_ctransform: float
+    lb_blocks: list[int]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {
+            "lb_lp_correction": self.lb_lp_correction,
+            "lb_ctransform": self.lb_ctransform,
+            "lb_blocks": list(self.lb_blocks),
+        }
+
+    def __iter__(self):
+        return iter((self.lower, self.f, self.g, self.info))
+
+
+@dataclass(frozen=True)
+class LowerStage:
+    """The lower-bound stage of the mini-batch bounds: ``lower`` (certified; -inf when
+    ``lower="none"``) and its diagnostics for ``OTResult.extra``."""
+
+    lower: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def lower_bound(
+    cost: GroundCost,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    lab_x: torch.Tensor,
+    lab_y: torch.Tensor,
+    *,
+    upper: float,
+    rounds: int,
+    sinkhorn_iters: int | None,
+    batch_size: int,
+    features: tuple[torch.Tensor, torch.Tensor],
+    gen: torch.Generator,
+    single_block: bool,
+) -> LowerStage:
+    """The certified lower bound from stitched potentials: one certification on the
+    partition's labels, ``rounds - 1`` further LP corrections on k-means partitions of
+    varying granularity (each adds ``OT(alpha, beta; D) >= 0``), then (costs with
+    ``lower_block``, ``sinkhorn_iters`` > 0, more than one block, a gap left) full-problem
+    dual ascent re-certified on the first labels. The bound kept is the max of all."""
+    Zx, Zy = features
+    c0 = certify_lower(cost, a, b, f, g, lab_x, lab_y)
+    extra: dict[str, Any] = dict(c0.info)
+    f, g = c0.f, c0.g
+    hist = [c0.lower]
+    for r in range(rounds - 1):
+        k = max(2, math.ceil(max(cost.n, cost.m) / (batch_size / 4 * 2 ** (r % 4))))
+        lx, _ = kmeans(Zx, a, min(k, cost.n), gen, n_iter=4)
+        ly, _ = kmeans(Zy, b, min(k, cost.m), gen, n_iter=4)
+        cr = certify_lower(cost, a, b, f, g, lx, ly)
+        f, g = cr.f, cr.g
+        hist.append(cr.lower)
+    if sinkhorn_iters is None:
+        small = cost.n * cost.m <= config.BOUNDS_LOWER_SINKHORN_MAX_ENTRIES
+        sinkhorn_iters = config.BOUNDS_LOWER_SINKHORN_ITERS if small else 0
+    closed = max(hist) >= upper  # nothing left to gain (e.g. identical clouds, ub = 0)
+    if sinkhorn_iters > 0 and has_lower_block(cost) and not single_block and not closed:
+        regs = [r * max(upper, 1e-300) for r in config.BOUNDS_LOWER_SINKHORN_REGS]
+        f2, g2 = sinkhorn_dual_ascent(cost, a, b, f, g, regs, sinkhorn_iters)
+        cs = certify_lower(cost, a, b, f2, g2, lab_x, lab_y)
+        extra["lb_sinkhorn"] = cs.lower
+        hist.append(cs.lower)
+    extra["lower_history"] = hist
+    return LowerStage(max(hist), extra)
+
+
 def certify_lower(
     cost: GroundCost,
     a: torch.Tensor,
@@ -69,11 +156,11 @@ def certify_lower(
     *,
     n_ctransform: int = 2,
     fast: bool = True,
-) -> tuple[float, torch.Tensor, torch.Tensor, dict]:
+) -> LowerCertificate:
     """Certified lower bound from ANY potentials ``f [n]``, ``g [m]`` (not necessarily
     feasible) and disjoint labels: block-LP correction, fold its duals into (f, g), then
-    ``n_ctransform`` alternating c-transforms. Returns ``(lower, f, g, info)`` with (f, g)
-    dual feasible. Cost: ``1 + n_ctransform`` passes over the ``n x m`` costs.
+    ``n_ctransform`` alternating c-transforms. Returns a :class:`LowerCertificate` (which
+    unpacks as ``(lower, f, g, info)``) with (f, g) dual feasible. Cost: ``1 + n_ctransform`` passes over the ``n x m`` costs.
 
     ``fast`` (default): for costs with ``lower_block`` the passes use certified float32
     lower blocks (one matmul each; see :meth:`otaudit.cost.SqEuclidean.lower_block`), which
@@ -106,12 +193,7 @@ def certify_lower(
         else:
             f = c_transform(cost, g, side="y", fast=fast)
         lbs.append(float((f * a).sum() + (g * b).sum()))
-    return (
-        max(lbs),
-        f,
-        g,
-        {"lb_lp_correction": lb_lp, "lb_ctransform": lbs[-1], "lb_blocks": [kx, ky]},
-    )
+    return LowerCertificate(max(lbs), f, g, lb_lp, lbs[-1], [kx, ky])
 
 
 def sinkhorn_dual_ascent(
