@@ -14,7 +14,14 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["as_points", "as_labels", "check_pair", "device_of", "as_weights"]
+__all__ = [
+    "as_points",
+    "as_labels",
+    "check_dims",
+    "check_pair",
+    "device_of",
+    "as_weights",
+]
 
 
 def device_of(*arrays: Any) -> torch.device:
@@ -177,12 +184,26 @@ def as_weights(w: Any, n: int, *, dataset: str, device: torch.device) -> torch.T
     return t / t.sum()
 
 
-def check_pair(X: torch.Tensor, Y: torch.Tensor, name_x: str = "X", name_y: str = "Y") -> None:
-    """Both point clouds must live in the same dimension."""
-    if X.shape[1] != Y.shape[1]:
+def check_dims(
+    d_x: int,
+    d_y: int,
+    name_x: str,
+    name_y: str,
+    *,
+    what: str = "d",
+    fix: str = "embed both datasets with the same embedder",
+) -> None:
+    """Two datasets must live in the same dimension (the one home of that check: point
+    clouds, dataset statistics, sliced sketches). ``what`` names the dimension."""
+    if d_x != d_y:
         raise InputError(
-            f"dimension mismatch: {name_x} has d={X.shape[1]}, {name_y} has d={Y.shape[1]}",
+            f"dimension mismatch: {name_x!r} has {what}={d_x}, {name_y!r} has {what}={d_y}",
             dataset=f"{name_x} vs {name_y}",
             field="features",
-            fix="embed both datasets with the same embedder",
+            fix=fix,
         )
+
+
+def check_pair(X: torch.Tensor, Y: torch.Tensor, name_x: str = "X", name_y: str = "Y") -> None:
+    """Both point clouds must live in the same dimension."""
+    check_dims(int(X.shape[1]), int(Y.shape[1]), name_x, name_y)

@@ -6,15 +6,20 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 __all__ = ["OTResult", "KINDS", "distance_of"]
 
 KINDS = ("exact", "bracketed", "estimate")
 
 
-def distance_of(value: float) -> float:
+def distance_of(value: Any) -> Any:
     """``sqrt(value)`` clipped at 0 against round-off: the distance (OTDD, W2) of a squared
-    cost. The one home of that conversion (:attr:`OTResult.distance` uses it)."""
-    return math.sqrt(max(value, 0.0))
+    cost, for a number (a float back) or an array (elementwise). The one home of that
+    conversion (:attr:`OTResult.distance`, :attr:`otaudit.dataset_distance.OTDDMatrix.distances`)."""
+    if isinstance(value, np.ndarray):
+        return np.sqrt(np.maximum(value, 0.0))
+    return math.sqrt(max(float(value), 0.0))
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import torch
 
 from .. import config
 from ..errors import InputError
-from .arrays import as_labels, as_points, check_pair
+from .arrays import as_labels, as_points, check_dims, check_pair
 from .result import OTResult
 
 __all__ = [
@@ -157,11 +157,14 @@ def _result(estimate: float, lower: float, D: int, params: dict[str, Any], t0: f
         lower=lower,
         upper=math.inf,
         certified=False,
+        lower_certified=True,  # the frames' projected W2 sum (module docstring)
+        upper_certified=False,  # no upper bound; ``value`` is an estimate
         method="sliced-estimate",
         n_solves=0,
         seconds=time.perf_counter() - t0,
         params=params,
-        extra={"lower_is_certified": True, "augmented_dim": D, "sliced_mean": estimate},
+        converged=True,  # closed form per direction: nothing iterates
+        extra={"augmented_dim": D, "sliced_mean": estimate},
     )
 
 
@@ -198,8 +201,9 @@ def sliced_otdd(
         n_projections: random directions for the estimate.
         n_frames: random orthonormal frames for the certified lower bound.
     Returns:
-        OTResult with ``certified=False`` (the value is an estimate), ``lower`` certified,
-        ``upper = inf``; ``method = "sliced-estimate"``.
+        OTResult of ``kind`` ``"estimate"``: ``lower_certified=True`` (``lower`` is a
+        certified lower bound), ``upper_certified=False`` (``upper = inf``; ``value`` is an
+        estimate), hence ``certified=False``; ``method = "sliced-estimate"``.
     """
     t0 = time.perf_counter()
     _check_counts(n_projections, n_frames)
@@ -276,14 +280,14 @@ def sliced_sketch(
 def sliced_from_sketches(sa: SlicedSketch, sb: SlicedSketch) -> OTResult:
     """:func:`sliced_otdd` of two datasets from their sketches (one merge per direction)."""
     t0 = time.perf_counter()
-    if sa.augmented_dim != sb.augmented_dim:
-        raise InputError(
-            f"dimension mismatch: {sa.name!r} and {sb.name!r} have augmented dimensions "
-            f"{sa.augmented_dim} and {sb.augmented_dim}",
-            dataset=f"{sa.name} vs {sb.name}",
-            field="features",
-            fix="embed both datasets with the same embedder; label both or neither",
-        )
+    check_dims(
+        sa.augmented_dim,
+        sb.augmented_dim,
+        sa.name,
+        sb.name,
+        what="augmented d",
+        fix="embed both datasets with the same embedder; label both or neither",
+    )
     if sa.params != sb.params:
         raise InputError(
             f"sketches were made with different parameters ({sa.params} vs {sb.params})",

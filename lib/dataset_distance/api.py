@@ -44,9 +44,9 @@ import numpy as np
 import torch
 
 from .. import config
-from ..core.arrays import check_pair
-from ..core.result import OTResult
-from ..core.solve import solve_ot
+from ..core.arrays import check_dims, check_pair
+from ..core.result import OTResult, distance_of
+from ..core.solve import applied_options, solve_ot
 from ..errors import InputError
 from .cost import OTDDCost, label_costs
 from .labels import LabelTable
@@ -133,13 +133,7 @@ def otdd_from_stats(
     """
     t0 = time.perf_counter()
     _check_common(inner, solver, lambda_x, lambda_y)
-    if sa.d != sb.d:
-        raise InputError(
-            f"dimension mismatch: {sa.name!r} has d={sa.d}, {sb.name!r} has d={sb.d}",
-            dataset=f"{sa.name} vs {sb.name}",
-            field="features",
-            fix="embed both datasets with the same embedder",
-        )
+    check_dims(sa.d, sb.d, sa.name, sb.name)
     if sa.labeled != sb.labeled:
         raise _mixed_labels_error(sb.name if sa.labeled else sa.name)
     labeled = sa.labeled
@@ -166,11 +160,10 @@ def otdd_from_stats(
     for key, s in (("pseudo_labels_a", sa), ("pseudo_labels_b", sb)):
         if "pseudo_labels" in s.params:
             params[key] = s.params["pseudo_labels"]
-    if solver_options:
+    applied = applied_options(solver, sa.n, sb.n, solver_options)  # "auto" ignores some
+    if applied:
         params["solver_options"] = {
-            k: v
-            for k, v in solver_options.items()
-            if isinstance(v, (int, float, str, bool, type(None)))
+            k: v for k, v in applied.items() if isinstance(v, (int, float, str, bool, type(None)))
         }
     if sa.fingerprint == sb.fingerprint:
         return _identical_result(inner, params, time.perf_counter() - t0)
@@ -204,14 +197,19 @@ def otdd_from_stats(
             outer_results.append(r_val)
         lower, upper = r_lo.lower, r_hi.upper
         value = min(max(r_val.value, lower), upper)
-    lower = max(lower, 0.0)  # the OTDD cost is non-negative
-    value = max(value, lower)
+    lower_certified = all(r.lower_certified for r in outer_results)
+    upper_certified = all(r.upper_certified for r in outer_results)
+    if lower_certified:
+        lower = max(lower, 0.0)  # the OTDD cost is non-negative
+        value = max(value, lower)
     outer_method = outer_results[0].method
     return OTResult(
         value=float(value),
         lower=float(lower),
         upper=float(upper),
-        certified=all(r.certified for r in outer_results),
+        certified=lower_certified and upper_certified,
+        lower_certified=lower_certified,
+        upper_certified=upper_certified,
         method=f"otdd[{inner}:{table.method}] outer={outer_method}",
         n_solves=table.n_solves + sum(r.n_solves for r in outer_results),
         seconds=time.perf_counter() - t0,
@@ -319,7 +317,7 @@ class OTDDMatrix:
     @property
     def distances(self) -> np.ndarray:
         """``[N, N]`` OTDD = sqrt(OTDD²)."""
-        return np.sqrt(np.maximum(self.values, 0.0))
+        return distance_of(self.values)
 
 
 def otdd_matrix(
