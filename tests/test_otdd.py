@@ -280,6 +280,24 @@ def test_unlabeled_and_pseudo_labels():
         otaudit.otdd(X1, np.zeros(40), X2, None)
 
 
+def test_pseudo_labels_recover_separated_clusters():
+    """The one k-means (k-means++ seeds, config.SEED) labels well-separated blobs by blob:
+    oracle = the generating labels (clusters 20 standard deviations apart, so any correct
+    k-means gives the same partition up to renaming; adjusted Rand index exactly 1)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(11)
+    truth = np.repeat(np.arange(4), 30)
+    X = rng.standard_normal((120, 2)) + 20.0 * np.stack([truth % 2, truth // 2], 1)
+    s = dataset_stats(X, None, name="blobs", pseudo_labels=4)
+    assert s.params["pseudo_labels"] == 4
+    assert adjusted_rand_score(truth, s.codes.cpu().numpy()) == 1.0
+    again = dataset_stats(X, None, name="blobs", pseudo_labels=4)
+    assert torch.equal(again.codes, s.codes)  # deterministic
+    with pytest.raises(InputError, match="left a cluster empty"):
+        dataset_stats(np.zeros((6, 2)), None, name="flat", pseudo_labels=3)  # 1 distinct point
+
+
 def test_bounded_inner_costs_are_carried_through():
     # classes above max_exact go through solve_ot; with its exact solver the bounds are
     # tight and must equal the all-exact value (LP round-off, 1e-9 rel)

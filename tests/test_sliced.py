@@ -64,28 +64,35 @@ def _otdd_exact_oracle(X1, y1, X2, y2):
 
 
 def test_labelled_lower_bound_certified_and_estimate_ranks_pairs():
+    """Ten pairs (one base against graded feature noise, reversed pixels, shifted labels):
+    the lower bound is certified on each, and the estimate ranks the pairs like OTDD.
+
+    Measured (seeds 0-2): Spearman rho = 0.988 on the 10 pairs (one adjacent swap: noise 0.2
+    vs reversed pixels, whose exact OTDD² differ by 0.2 %). Threshold 0.9: under random
+    rankings of 10 items P(rho >= 0.9) < 1e-3, so it tests ranking, with room for the swap."""
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)
-    X = X[:600] / 16.0
-    y = y[:600]
+    X = X / 16.0
     base = (X[:150], y[:150])
     rng = np.random.default_rng(0)
-    variants = [
-        (X[150:300], y[150:300]),  # same distribution
-        (X[300:450] + rng.normal(0, 0.15, X[300:450].shape), y[300:450]),  # noise
-        (X[450:600][:, ::-1].copy(), y[450:600]),  # reversed pixel order: far
-    ]
-    exact, est = [], []
-    for Xv, yv in variants:
-        e = _otdd_exact_oracle(base[0], base[1], Xv, yv)
-        r = sliced_otdd(base[0], base[1], Xv, yv, seed=0)
-        # Certified lower bound on OTDD² (see module docstring); 1e-9 relative slack: round-off.
-        assert r.lower <= e * (1 + 1e-9)
-        exact.append(e)
-        est.append(r.value)
-    rho = spearmanr(exact, est).statistic
-    assert rho == pytest.approx(1.0), f"screening should rank these pairs like OTDD: {exact} {est}"
+    variants = []
+    for k, sigma in enumerate([0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6]):  # graded noise
+        sl = slice(150 + 150 * k, 300 + 150 * k)
+        variants.append((X[sl] + rng.normal(0, sigma, X[sl].shape), y[sl]))
+    variants.append((X[1350:1500][:, ::-1].copy(), y[1350:1500]))  # reversed pixel order
+    variants.append((X[1500:1650], (y[1500:1650] + 1) % 10))  # labels renamed cyclically
+    exact = [_otdd_exact_oracle(base[0], base[1], Xv, yv) for Xv, yv in variants]
+    for seed in range(3):
+        est = []
+        for (Xv, yv), e in zip(variants, exact, strict=True):
+            r = sliced_otdd(base[0], base[1], Xv, yv, seed=seed)
+            # certified lower bound on OTDD² (module docstring); 1e-9 relative: round-off
+            assert r.lower <= e * (1 + 1e-9)
+            assert r.kind == "estimate" and r.lower_certified and not r.upper_certified
+            est.append(r.value)
+        rho = spearmanr(exact, est).statistic
+        assert rho >= 0.9, f"screening should rank these pairs like OTDD: {exact} {est}"
 
 
 def test_bad_input_one_line_errors():
@@ -129,7 +136,9 @@ def test_sliced_matrix_equals_pairwise_calls_and_checks_its_inputs():
     un = sliced_matrix([(n, A, None) for n, A, _ in reg[:2]], n_projections=16)
     r = sliced_otdd(reg[0][1], None, reg[1][1], None, n_projections=16)
     assert un.values[0, 1] == pytest.approx(r.value, rel=1e-12)
-    with pytest.raises(InputError, match="'a' and 'b'.*label both or neither"):
+    with pytest.raises(
+        InputError, match="'a' has augmented d=128, 'b' has augmented d=64.*label both or neither"
+    ):
         sliced_matrix([("a", X[:50], y[:50]), ("b", X[50:100], None)])
     with pytest.raises(InputError, match="different parameters"):
         sliced_matrix([sliced_sketch(X[:50], y[:50], name="a", seed=1), ("b", X[50:90], y[50:90])])

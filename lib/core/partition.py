@@ -108,16 +108,29 @@ def random_blocks(n: int, batch_size: int, a: torch.Tensor, gen: torch.Generator
 
 
 def kmeans(
-    Z: torch.Tensor, w: torch.Tensor, k: int, gen: torch.Generator, n_iter: int = 8
+    Z: torch.Tensor,
+    w: torch.Tensor,
+    k: int,
+    gen: torch.Generator,
+    n_iter: int = 8,
+    *,
+    init: str = "random",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted Lloyd's k-means (k-means++-free: random distinct seeds), float64.
+    """Weighted Lloyd's k-means, float64 — the one k-means of otaudit (block partitions,
+    refinement groups, OTDD pseudo-labels).
 
+    ``init``: ``"random"`` (random distinct points as seeds: cheap, used by the partitions)
+    or ``"++"`` (weighted k-means++ seeding drawn from ``gen``: used for pseudo-labels).
     Returns ``(labels [n], centroids [k', d])`` with empty clusters removed (``k' <= k``).
     """
     n = Z.shape[0]
     k = max(1, min(k, n))
     Z = Z.to(torch.float64)
-    cent = Z[torch.randperm(n, generator=gen)[:k].to(Z.device)].clone()
+    if init == "++":
+        cent = _plusplus_seeds(Z, w.to(torch.float64), k, gen)
+        k = cent.shape[0]
+    else:
+        cent = Z[torch.randperm(n, generator=gen)[:k].to(Z.device)].clone()
     lab = torch.zeros(n, dtype=torch.long, device=Z.device)
     zn = (Z * Z).sum(1)
     # the [n, k] distances are computed in row chunks within config.COST_BLOCK_BYTES
@@ -136,6 +149,23 @@ def kmeans(
     remap = torch.full((k,), -1, dtype=torch.long, device=Z.device)
     remap[used] = torch.arange(used.numel(), device=Z.device)
     return remap[lab], cent[used]
+
+
+def _plusplus_seeds(Z: torch.Tensor, w: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Weighted k-means++ seeds (Arthur & Vassilvitskii 2007): the first drawn with
+    probability ``w``, each next with probability ``w * D^2`` (``D`` the distance to the
+    nearest seed so far). Fewer than ``k`` seeds when fewer distinct points carry mass."""
+    first = int(torch.multinomial(w.cpu(), 1, generator=gen))
+    seeds = [first]
+    d2 = ((Z - Z[first]) ** 2).sum(1)
+    for _ in range(1, k):
+        p = (w * d2).cpu()
+        if not float(p.sum()) > 0:
+            break
+        j = int(torch.multinomial(p, 1, generator=gen))
+        seeds.append(j)
+        d2 = torch.minimum(d2, ((Z - Z[j]) ** 2).sum(1))
+    return Z[seeds].clone()
 
 
 def _split_by_destination(

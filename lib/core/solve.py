@@ -25,7 +25,7 @@ from .settings import (
 )
 from .sinkhorn import sinkhorn_bounds
 
-__all__ = ["solve_ot", "exact_ot", "ot_bounds", "SOLVERS"]
+__all__ = ["solve_ot", "exact_ot", "ot_bounds", "pick_solver", "applied_options", "SOLVERS"]
 
 SOLVERS = ("auto", "exact", "sinkhorn", "minibatch")
 
@@ -97,9 +97,23 @@ def solve_ot(
             f"unknown solver {solver!r}", field="solver", fix=f"use one of {', '.join(SOLVERS)}"
         )
     auto = solver == "auto"
-    if auto:
-        solver = "exact" if cost.n * cost.m <= config.EXACT_MAX_ENTRIES else "minibatch"
+    solver = pick_solver(solver, cost.n, cost.m)
     return run_settings(cost, a, b, solver_settings(solver, opts, auto=auto))
+
+
+def pick_solver(solver: str, n: int, m: int) -> str:
+    """The solver :func:`solve_ot` runs for ``solver`` on an ``n x m`` problem (``"auto"``:
+    exact when ``n*m <= config.EXACT_MAX_ENTRIES``, else mini-batch)."""
+    if solver != "auto":
+        return solver
+    return "exact" if n * m <= config.EXACT_MAX_ENTRIES else "minibatch"
+
+
+def applied_options(solver: str, n: int, m: int, opts: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``opts`` that :func:`solve_ot` applies on an ``n x m`` problem (with
+    ``"auto"`` it ignores those of the solvers it does not pick)."""
+    takes = options_of(pick_solver(solver, n, m))
+    return {k: v for k, v in opts.items() if k in takes}
 
 
 def ot_bounds(

@@ -14,6 +14,7 @@ import torch
 from .. import config
 from ..core.arrays import as_labels, as_points, device_of
 from ..core.gaussian import covariance, gaussian_w2_sq_table, sqrtm_psd
+from ..core.partition import kmeans
 from ..errors import InputError
 from .labels import LabelTable, exact_table
 
@@ -204,33 +205,28 @@ class DatasetStats:
 
 
 def _kmeans_labels(X: torch.Tensor, k: int, dataset: str) -> np.ndarray:
-    """Deterministic k-means (scipy, k-means++ init, seed ``config.SEED``) pseudo-labels."""
-    from scipy.cluster.vq import ClusterError, kmeans2
-
-    if not (isinstance(k, int) and 1 <= k <= X.shape[0]):
+    """Deterministic pseudo-labels: :func:`otaudit.core.partition.kmeans` (k-means++ seeds
+    from a generator seeded ``config.SEED``, ``config.OTDD_KMEANS_ITER`` Lloyd iterations,
+    uniform weights); an empty cluster is an InputError."""
+    if isinstance(k, bool) or not (isinstance(k, int) and 1 <= k <= X.shape[0]):
         raise InputError(
             f"pseudo_labels={k!r} must be an int between 1 and n={X.shape[0]}",
             dataset=dataset,
             field="pseudo_labels",
             fix="pass a smaller k",
         )
-    try:
-        _, lab = kmeans2(
-            X.cpu().numpy(),
-            k,
-            minit="++",
-            seed=config.SEED,
-            missing="raise",
-            iter=config.OTDD_KMEANS_ITER,
-        )
-    except ClusterError:
+    n = X.shape[0]
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64, device=X.device)
+    gen = torch.Generator().manual_seed(config.SEED)
+    lab, cent = kmeans(X, w, k, gen, n_iter=config.OTDD_KMEANS_ITER, init="++")
+    if cent.shape[0] < k:
         raise InputError(
             f"k-means with k={k} left a cluster empty",
             dataset=dataset,
             field="pseudo_labels",
             fix="pass a smaller pseudo_labels",
-        ) from None
-    return lab.astype(np.int64)
+        )
+    return lab.cpu().numpy().astype(np.int64)
 
 
 def dataset_stats(
