@@ -1,8 +1,9 @@
-"""lib/bounds.py: certified mini-batch bounds against POT's exact LP and a closed form.
+"""lib/core/minibatch, lib/core/solve.py: certified mini-batch bounds against POT's exact LP
+(tests/oracles.py) and a closed form.
 
-Slack: bounds are compared to ``ot.emd2`` with a relative slack of 1e-9 — both sides are
-float64 sums of up to ~1e6 products of size ~1e2, whose round-off is far below 1e-9
-relative; anything larger would be a real violation.
+Slack: bounds are compared to the LP with ``oracles.RTOL`` = 1e-9 relative, whose derivation
+(summation round-off of both sides plus the aligned partition's 1e-12 mass drops) is stated
+in tests/oracles.py; anything larger would be a real violation.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import ot
 import pytest
 import torch
 from hypothesis import given, settings
@@ -22,20 +22,7 @@ from otaudit import InputError
 from otaudit.core.costs import SqEuclidean
 from otaudit.core.minibatch import minibatch_bounds
 from otaudit.core.solve import solve_ot
-
-RTOL = 1e-9  # float64 round-off slack (module docstring)
-
-
-def exact(X, Y, a=None, b=None):
-    """POT's exact LP (the oracle); uniform weights unless ``a``/``b`` are given."""
-    X, Y = np.asarray(X, float), np.asarray(Y, float)
-    a = np.ones(len(X)) / len(X) if a is None else np.asarray(a, float)
-    b = np.ones(len(Y)) / len(Y) if b is None else np.asarray(b, float)
-    return ot.emd2(a, b, ot.dist(X, Y), numItermax=10**9)
-
-
-def brackets(r, ex):
-    return r.lower <= ex + RTOL * abs(ex) and ex <= r.upper + RTOL * abs(ex)
+from tests.oracles import RTOL, brackets, exact
 
 
 @pytest.fixture(scope="module")
