@@ -235,3 +235,79 @@ def test_solver_options_route_to_the_chosen_solver():
         solve_ot(cost, solver="exact", batch_size=32)
     with pytest.raises(InputError, match="option 'colour'"):
         solve_ot(cost, solver="auto", colour=1)
+
+
+def test_results_say_what_is_known():
+    """Per-bound certificates and kind: exact LP -> "exact"; mini-batch -> "bracketed";
+    lower="none" -> no lower bound (-inf, not certified) and value = the upper bound."""
+    rng = np.random.default_rng(7)
+    X, Y = rng.normal(size=(90, 3)), rng.normal(size=(70, 3)) + 0.5
+    ex = otaudit.ot_bounds(X, Y)
+    assert ex.kind == "exact" and ex.lower_certified and ex.upper_certified and ex.converged
+    kw = dict(batch_size=20, partition="random", coupling="greedy", lower_sinkhorn=0, seed=3)
+    r = otaudit.ot_bounds(X, Y, **kw)
+    assert r.kind == "bracketed" and r.certified and r.value == 0.5 * (r.lower + r.upper)
+    assert "width_rel" not in r.extra and r.gap_rel == (r.upper - r.lower) / r.upper
+    assert r.to_dict()["kind"] == "bracketed" and r.to_dict()["lower_certified"] is True
+    none = otaudit.ot_bounds(X, Y, lower="none", **kw)
+    assert none.lower == -math.inf and not none.lower_certified and none.upper_certified
+    assert none.value == none.upper == r.upper and none.kind == "estimate"
+    assert not none.certified and none.gap_rel == math.inf
+    with pytest.raises(InputError, match="unknown lower 'dual'.*lp\\+ctransform, none"):
+        otaudit.ot_bounds(X, Y, lower="dual", **{k: v for k, v in kw.items() if k != "lower"})
+
+
+def test_converged_is_computed_from_the_block_solves(monkeypatch):
+    """Exact LP blocks always converge; batched Sinkhorn blocks (run with warnings off)
+    report their own convergence: starved of iterations, the result says so (and stays
+    certified: a rounded plan's cost above, a re-certified dual below)."""
+    from otaudit import config
+
+    rng = np.random.default_rng(8)
+    X, Y = rng.normal(size=(120, 3)), rng.normal(size=(100, 3)) + 1
+    ex = exact(X, Y)
+    kw = dict(batch_size=30, refine=1, lower_sinkhorn=0)
+    assert otaudit.ot_bounds(X, Y, block_solver="exact", **kw).converged
+    monkeypatch.setattr(config, "BOUNDS_BLOCK_SINKHORN_ITERS", 1)
+    starved = otaudit.ot_bounds(X, Y, block_solver="sinkhorn", **kw)
+    assert not starved.converged and starved.certified and brackets(starved, ex)
+
+
+def test_typed_settings_and_named_diagnostics():
+    from dataclasses import FrozenInstanceError
+
+    from otaudit.core.minibatch import LowerCertificate, certify_lower
+    from otaudit.core.settings import MinibatchSettings, SinkhornSettings, solver_settings
+
+    s = solver_settings("minibatch", {"batch_size": 64, "refine": 0})
+    assert isinstance(s, MinibatchSettings) and (s.batch_size, s.refine) == (64, 0)
+    assert s.coupling == otaudit.config.COUPLING  # defaults from config
+    with pytest.raises(FrozenInstanceError):
+        s.batch_size = 3  # type: ignore[misc]
+    assert solver_settings("exact", {"batch_size": 64}, auto=True).options() == {"max_iter": None}
+    assert isinstance(solver_settings("sinkhorn", {"reg": 0.1}), SinkhornSettings)
+    with pytest.raises(InputError, match="'reg' does not apply to solver='minibatch'.*sinkhorn"):
+        solver_settings("minibatch", {"reg": 0.1})
+    with pytest.raises(InputError, match="option 'colour'.*options: .*batch_size.*reg"):
+        solver_settings("exact", {"colour": 1})
+    # certify_lower returns named diagnostics (and still unpacks as (lower, f, g, info))
+    rng = np.random.default_rng(9)
+    X, Y = torch.tensor(rng.normal(size=(40, 2))), torch.tensor(rng.normal(size=(30, 2)))
+    cost = SqEuclidean(X, Y)
+    a, b = torch.full((40,), 1 / 40, dtype=torch.float64), torch.full((30,), 1 / 30).double()
+    lx, ly = torch.arange(40) % 4, torch.arange(30) % 3
+    c = certify_lower(cost, a, b, torch.zeros(40).double(), torch.zeros(30).double(), lx, ly)
+    assert isinstance(c, LowerCertificate) and c.lb_blocks == [4, 3]
+    lb, f, g, info = c
+    assert lb == c.lower >= max(c.lb_lp_correction, c.lb_ctransform)  # the best pass
+    assert lb <= exact(X.numpy(), Y.numpy()) * (1 + RTOL) and info["lb_blocks"] == [4, 3]
+
+
+def test_otdd_params_record_only_applied_options():
+    D = load_digits()
+    args = (D.data[:150], D.target[:150], D.data[150:300], D.target[150:300])
+    r = otaudit.otdd(*args, batch_size=64, block_solver="auto")  # auto -> exact outer LP
+    assert "outer=exact" in r.method and "solver_options" not in r.params
+    r = otaudit.otdd(*args, solver="minibatch", batch_size=64, lower_sinkhorn=0)
+    assert r.params["solver_options"] == {"batch_size": 64, "lower_sinkhorn": 0}
+    assert r.kind == "bracketed"
