@@ -253,6 +253,12 @@ def test_results_say_what_is_known():
     assert none.lower == -math.inf and not none.lower_certified and none.upper_certified
     assert none.value == none.upper == r.upper and none.kind == "estimate"
     assert not none.certified and none.gap_rel == math.inf
+    # params record what was applied: refinement rounds run, dual ascent as run
+    assert r.params["refine"] == otaudit.config.BOUNDS_REFINE_ROUNDS
+    assert r.params["lower_sinkhorn"] == 0 and "lower_sinkhorn" not in none.params
+    unproven = otaudit.ot_bounds(X, Y, batch_size=20, coupling="optimal", budget=2, refine=3)
+    assert unproven.extra.get("coupling_optimal_proven") is not True
+    assert unproven.params["refine"] == 0  # refinement needs a proven coupling
     with pytest.raises(InputError, match="unknown lower 'dual'.*lp\\+ctransform, none"):
         otaudit.ot_bounds(X, Y, lower="dual", **{k: v for k, v in kw.items() if k != "lower"})
 

@@ -95,6 +95,7 @@ class LowerStage:
 
     lower: float
     extra: dict[str, Any] = field(default_factory=dict)
+    ascent_iters: int = 0  # dual-ascent iterations per eps actually run (0: skipped)
 
 
 def lower_bound(
@@ -135,14 +136,15 @@ def lower_bound(
         small = cost.n * cost.m <= config.BOUNDS_LOWER_SINKHORN_MAX_ENTRIES
         sinkhorn_iters = config.BOUNDS_LOWER_SINKHORN_ITERS if small else 0
     closed = max(hist) >= upper  # nothing left to gain (e.g. identical clouds, ub = 0)
-    if sinkhorn_iters > 0 and has_lower_block(cost) and not single_block and not closed:
+    ascent = sinkhorn_iters > 0 and has_lower_block(cost) and not single_block and not closed
+    if ascent:
         regs = [r * max(upper, 1e-300) for r in config.BOUNDS_LOWER_SINKHORN_REGS]
         f2, g2 = sinkhorn_dual_ascent(cost, a, b, f, g, regs, sinkhorn_iters)
         cs = certify_lower(cost, a, b, f2, g2, lab_x, lab_y)
         extra["lb_sinkhorn"] = cs.lower
         hist.append(cs.lower)
     extra["lower_history"] = hist
-    return LowerStage(max(hist), extra)
+    return LowerStage(max(hist), extra, sinkhorn_iters if ascent else 0)
 
 
 def certify_lower(
