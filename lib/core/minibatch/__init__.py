@@ -1,4 +1,12 @@
-"""Certified OT bounds: the dispatcher :func:`solve_ot`, mini-batch bounds and :func:`ot_bounds`.
+"""Certified mini-batch OT bounds, one module per stage, composed by
+:func:`~otaudit.core.minibatch.bounds.minibatch_bounds`:
+
+- partition: :func:`otaudit.core.partition.make_blocks` (aligned or random blocks);
+- block solves: :mod:`.blocks` (POT's LP or batched Sinkhorn; :class:`BlockSolves`, the one
+  mutable store of solved pairs and the solve ledger the stages share);
+- block coupling: :mod:`.coupling` (base support, column generation, greedy, union);
+- glue and refinement: :mod:`.refine` (glued plan, stitched duals, block coordinate descent);
+- lower bound: :mod:`.lower` (LP correction, c-transforms, dual ascent).
 
 Mini-batch bounds (Alvarez-Melis, Fusi, Mackey et al., "Budget-Constrained Bounds for
 Mini-Batch Estimation of Optimal Transport", 2022; SPEC.md §1.2). X is cut into weighted
