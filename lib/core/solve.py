@@ -54,7 +54,7 @@ def exact_ot(
         method="exact",
         n_solves=1,
         seconds=time.perf_counter() - t0,
-        params={"solver": "exact"},
+        params={"solver": "exact", **({} if max_iter is None else {"max_iter": int(max_iter)})},
         converged=True,  # the network simplex reached optimality (emd raises otherwise)
         extra={"bytes_moved": 8 * cost.n * cost.m},
     )
