@@ -238,6 +238,8 @@ class BlockSolves:
     block_solver: str
     ledger: Ledger
     solved: dict[tuple[int, int], BlockSolve] = field(default_factory=dict)
+    alpha: torch.Tensor = field(init=False)  # block masses of X
+    beta: torch.Tensor = field(init=False)  # block masses of Y
 
     def __post_init__(self) -> None:
         self.alpha = self.BX.mass
