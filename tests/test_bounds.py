@@ -317,3 +317,20 @@ def test_otdd_params_record_only_applied_options():
     r = otaudit.otdd(*args, solver="minibatch", batch_size=64, lower_sinkhorn=0)
     assert r.params["solver_options"] == {"batch_size": 64, "lower_sinkhorn": 0}
     assert r.kind == "bracketed"
+
+
+def test_heaviest_piece_is_the_one_stitching_rule():
+    """Each point keeps the piece holding most of its mass; the first piece wins ties;
+    uncovered points keep weight -1 (oracle: the rule applied by hand)."""
+    from otaudit.core.partition import heaviest_piece
+
+    t = torch.tensor
+    pieces = [
+        (t([0, 1]), t([0.2, 0.5], dtype=torch.float64), 7, t([1.0, 2.0], dtype=torch.float64)),
+        (t([1, 2]), t([0.5, 0.1], dtype=torch.float64), 8, t([3.0, 4.0], dtype=torch.float64)),
+        (t([0]), t([0.3], dtype=torch.float64), 9, t([5.0], dtype=torch.float64)),
+    ]
+    h = heaviest_piece(4, pieces, torch.device("cpu"))
+    assert h.label.tolist() == [9, 7, 8, 0]  # point 1: tie 0.5/0.5 -> first piece (7)
+    assert h.values.tolist() == [5.0, 2.0, 4.0, 0.0]
+    assert h.weight.tolist() == [0.3, 0.5, 0.1, -1.0] and not h.covered
