@@ -27,7 +27,7 @@ class OTResult:
     """Result of an OT or OTDD computation: what is known, and how.
 
     Attributes:
-        value: best estimate of the OT cost (OTDD² for :func:`otaudit.dataset_distance`, W2² for
+        value: best estimate of the OT cost (OTDD² for :func:`otaudit.otdd`, W2² for
             :func:`otaudit.ot_bounds`): the exact value, the midpoint of a certified
             interval, the upper bound when no lower bound was computed (mini-batch
             ``lower="none"``), or an uncertified estimate (sliced screening).
