@@ -145,10 +145,7 @@ def kmeans(
         m = torch.zeros(k, dtype=torch.float64, device=Z.device).index_add_(0, lab, w)
         ok = m > 0
         cent[ok] = s[ok] / m[ok, None]
-    used = torch.unique(lab)
-    remap = torch.full((k,), -1, dtype=torch.long, device=Z.device)
-    remap[used] = torch.arange(used.numel(), device=Z.device)
-    return remap[lab], cent[used]
+    return _restrict(lab, cent)
 
 
 def _plusplus_seeds(Z: torch.Tensor, w: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:

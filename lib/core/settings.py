@@ -17,15 +17,18 @@ __all__ = [
     "COUPLINGS",
     "LOWER_METHODS",
     "PARTITIONS",
+    "SOLVERS",
     "ExactSettings",
     "MinibatchSettings",
     "Settings",
     "SinkhornSettings",
     "check_knobs",
+    "check_solver",
     "options_of",
     "solver_settings",
 ]
 
+SOLVERS = ("auto", "exact", "sinkhorn", "minibatch")
 PARTITIONS = ("aligned", "random")
 COUPLINGS = ("diagonal", "optimal", "independent", "union", "greedy", "colgen")
 BLOCK_SOLVERS = ("auto", "exact", "sinkhorn")
@@ -124,6 +127,11 @@ def solver_settings(solver: str, opts: dict[str, Any], *, auto: bool = False) ->
             else "options: " + ", ".join(sorted(set().union(*takes.values()))),
         )
     return SETTINGS[solver](**out)
+
+
+def check_solver(solver: Any) -> None:
+    """``solver`` must be one of :data:`SOLVERS` (one-line InputError otherwise)."""
+    _choice("solver", solver, SOLVERS)
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -9,25 +9,24 @@ from typing import Any
 import torch
 
 from .. import config
-from ..errors import InputError
 from .arrays import as_points, as_weights, check_pair, device_of
 from .costs import GroundCost, SqEuclidean
 from .exact import emd
 from .minibatch.bounds import run_minibatch
 from .result import OTResult
 from .settings import (
+    SOLVERS,
     ExactSettings,
     Settings,
     SinkhornSettings,
     check_knobs,
+    check_solver,
     options_of,
     solver_settings,
 )
 from .sinkhorn import sinkhorn_bounds
 
 __all__ = ["solve_ot", "exact_ot", "ot_bounds", "pick_solver", "applied_options", "SOLVERS"]
-
-SOLVERS = ("auto", "exact", "sinkhorn", "minibatch")
 
 
 def _weights(w: Any, n: int, device: torch.device, name: str) -> torch.Tensor:
@@ -92,10 +91,7 @@ def solve_ot(
     are ignored. An option no solver takes, or one the named solver does not take, is an
     :class:`InputError`.
     """
-    if solver not in SOLVERS:
-        raise InputError(
-            f"unknown solver {solver!r}", field="solver", fix=f"use one of {', '.join(SOLVERS)}"
-        )
+    check_solver(solver)
     auto = solver == "auto"
     solver = pick_solver(solver, cost.n, cost.m)
     return run_settings(cost, a, b, solver_settings(solver, opts, auto=auto))
@@ -156,10 +152,7 @@ def ot_bounds(
     partition = config.PARTITION if partition is None else partition
     coupling = config.COUPLING if coupling is None else coupling
     check_knobs(batch_size, budget, partition, coupling, opts.get("refine", 0))
-    if solver not in SOLVERS:
-        raise InputError(
-            f"unknown solver {solver!r}", field="solver", fix=f"use one of {', '.join(SOLVERS)}"
-        )
+    check_solver(solver)
     dev = device_of(X, Y)
     Xt = as_points(X, name="X", device=dev)
     Yt = as_points(Y, name="Y", device=dev)

@@ -46,6 +46,7 @@ import torch
 from .. import config
 from ..core.arrays import check_dims, check_pair
 from ..core.result import OTResult, distance_of
+from ..core.settings import check_solver
 from ..core.solve import applied_options, solve_ot
 from ..errors import InputError
 from .cost import OTDDCost, label_costs
@@ -54,7 +55,6 @@ from .stats import DatasetStats, dataset_stats
 
 INNER_METHODS = ("exact", "gaussian")
 STATS_INNER = ("exact", "gaussian", "both")
-SOLVERS = ("auto", "exact", "sinkhorn", "minibatch")
 
 
 def _check_common(inner: str, solver: str, lambda_x: float, lambda_y: float) -> None:
@@ -62,10 +62,7 @@ def _check_common(inner: str, solver: str, lambda_x: float, lambda_y: float) -> 
         raise InputError(
             f"unknown inner {inner!r}", field="inner", fix="use inner='exact' or inner='gaussian'"
         )
-    if solver not in SOLVERS:
-        raise InputError(
-            f"unknown solver {solver!r}", field="solver", fix=f"use one of {', '.join(SOLVERS)}"
-        )
+    check_solver(solver)
     for nm, v in (("lambda_x", lambda_x), ("lambda_y", lambda_y)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise InputError(
