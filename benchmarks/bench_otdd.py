@@ -218,9 +218,7 @@ def run_registry(n_datasets: int, n: int) -> list[str]:
         t0 = time.perf_counter()
         for i in range(N):
             for j in range(i + 1, N):
-                r = otaudit.otdd(
-                    reg[i][1], reg[i][2], reg[j][1], reg[j][2], inner=inner
-                )
+                r = otaudit.otdd(reg[i][1], reg[i][2], reg[j][1], reg[j][2], inner=inner)
                 P[i, j] = P[j, i] = r.value
                 solves_pair += r.extra["inner_solves"]
                 outer_s += sum(o["seconds"] for o in r.extra["outer"])

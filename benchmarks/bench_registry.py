@@ -111,9 +111,7 @@ def run_size(N: int, n: int, pairwise_max: int) -> dict[str, Any]:
     if N <= pairwise_max:
         t0 = time.perf_counter()
         pw = {
-            (i, j): otaudit.otdd(
-                reg[i][1], reg[i][2], reg[j][1], reg[j][2], inner="gaussian"
-            ).value
+            (i, j): otaudit.otdd(reg[i][1], reg[i][2], reg[j][1], reg[j][2], inner="gaussian").value
             for i, j in pairs
         }
         t_pairwise = time.perf_counter() - t0

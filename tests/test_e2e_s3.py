@@ -104,10 +104,7 @@ def test_audit_cache_and_partial_failure_on_s3(lake, dask_cluster):
     assert not any(r["cache_hit"] for r in rep1.dataset_rows())
     for a, b in [("vendor_a", "vendor_b"), ("vendor_b", "vendor_missing")]:
         (Xa, ya), (Xb, yb) = arrays[a], arrays[b]
-        assert (
-            rep1.value(a, b, "otdd")
-            == otaudit.otdd(Xa, ya, Xb, yb, inner="exact").value
-        )
+        assert rep1.value(a, b, "otdd") == otaudit.otdd(Xa, ya, Xb, yb, inner="exact").value
         bnd = otaudit.ot_bounds(Xa, Xb, batch_size=32, seed=0)
         row = next(
             r

@@ -353,10 +353,7 @@ def test_s3_outage_mid_run_then_rerun_completes(tmp_path, dask_cluster, prefect_
         assert rep.uri.rstrip("/") == _report_uri(out2).rstrip("/")
         assert all(r["status"] == "ok" for r in rep.pair_rows())
         (Xa, ya), (Xb, yb) = arrays["vendor_a"], arrays["vendor_b"]
-        assert (
-            rep.value("vendor_a", "vendor_b", "otdd")
-            == otaudit.otdd(Xa, ya, Xb, yb).value
-        )
+        assert rep.value("vendor_a", "vendor_b", "otdd") == otaudit.otdd(Xa, ya, Xb, yb).value
 
         # credentials: not in any object written, the console, artifacts or Prefect logs
         for k in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]:
