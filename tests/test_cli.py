@@ -111,3 +111,18 @@ def test_demo_runs_a_real_audit(tmp_path, dask_cluster, monkeypatch):
     }
     assert flagged and all("vendor_flipped" in p for p in flagged)
     assert "near-duplicate" in rep.summary
+    assert {r["device"] for r in rep.dataset_rows()} == {"cpu"}  # identity embedder: NumPy
+    # OTAUDIT_CACHE is honoured (through config.load_settings) unless --cache/--no-cache says
+    manifest = str(tmp_path / "manifest.yaml")
+    res = runner.invoke(app, ["audit", manifest, "--no-progress"])
+    assert res.exit_code == 3, res.output  # the planted drift
+    assert "6 prepared (6 from cache)" in report.read_report(_report_of(res.output)).summary
+    monkeypatch.setenv("OTAUDIT_CACHE", "false")
+    res = runner.invoke(app, ["audit", manifest, "--no-progress"])
+    assert "6 prepared (0 from cache)" in report.read_report(_report_of(res.output)).summary
+    res = runner.invoke(app, ["audit", manifest, "--no-progress", "--cache"])
+    assert "6 prepared (6 from cache)" in report.read_report(_report_of(res.output)).summary
+
+
+def _report_of(output: str) -> str:
+    return next(x for x in output.splitlines() if x.startswith("report: "))[len("report: ") :]
