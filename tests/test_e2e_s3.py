@@ -2,7 +2,7 @@
 LocalCluster (2 workers x 1 thread) and Prefect's harness:
 
 datasets uploaded as Parquet to S3 → ``otaudit audit`` (typer's CliRunner) → the report read
-back from S3 → values equal to direct ``otaudit.dataset_distance`` / ``otaudit.ot_bounds`` calls.
+back from S3 → values equal to direct ``otaudit.otdd`` / ``otaudit.ot_bounds`` calls.
 
 Tolerance: EXACT equality. The pipeline and the direct call get bit-identical float32
 inputs (the Parquet columns, identity embedder) and run the same deterministic code: the

@@ -8,7 +8,7 @@ Vendors (8x8 digit images, 64 features, labels 0-9):
 - ``vendor_noisy``: ``vendor_b`` plus Gaussian pixel noise (``config.DEMO_NOISE_STD``).
 - ``vendor_flipped``: ``vendor_a`` with every image mirrored left-right (covariate shift).
 - ``vendor_missing``: ``vendor_b`` without the classes 7, 8 and 9 (label shift).
-- ``vendor_relabelled``: ``vendor_a`` with the labels renamed through a permutation, as
+- ``vendor_relabeled``: ``vendor_a`` with the labels renamed through a permutation, as
   strings (``"digit-k"``). OTDD is invariant to renaming labels: its distance to
   ``vendor_a`` is exactly 0 — the near-duplicate the summary points out.
 
@@ -32,7 +32,7 @@ VENDORS = (
     "vendor_noisy",
     "vendor_flipped",
     "vendor_missing",
-    "vendor_relabelled",
+    "vendor_relabeled",
 )
 
 
@@ -58,7 +58,7 @@ def demo_datasets(seed: int = config.DEMO_SEED) -> dict[str, tuple[np.ndarray, n
         "vendor_noisy": (noisy, yb),
         "vendor_flipped": (flipped, ya),
         "vendor_missing": (Xb[keep], yb[keep]),
-        "vendor_relabelled": (Xa, relabeled),
+        "vendor_relabeled": (Xa, relabeled),
     }
 
 
