@@ -19,7 +19,9 @@ with the usual 022).
 Deviations from pipeline_api.md: none in names/signatures.  Additions: ``write_bytes``
 also accepts an iterable of byte chunks; ``open(..., mode="wb")`` returns an atomic writer
 (commit on close, discard on exception); ``is_published``, ``list_published``,
-``protocol``, ``is_local``; ``publish_dir`` refuses to overwrite a published prefix.
+``protocol``, ``is_local``; ``publish_dir`` refuses to overwrite a published prefix;
+``isdir``, ``find`` (recursive listing relative to the prefix), ``refresh`` (forget cached
+listings) — what the readers need, so that no other module touches ``store.fs``.
 """
 
 from __future__ import annotations
