@@ -133,8 +133,10 @@ def test_the_walk_sees_every_layer_and_function_local_imports():
     mods = _sources()
     for layer in ("core", "dataset_distance", "data", "audit", "app", "tasks", "flows"):
         assert any(_in(m, layer) for m in mods), f"no module found in otaudit.{layer}"
-    # tasks import the data/audit layers inside their task bodies: the walk must see them
     assert any(_in(t, "data", "audit") for m in mods if _in(m, "tasks") for t in _imports(m))
+    # function-local, relative imports count: prepare_dataset imports the embedding code
+    # inside its body (`from ..data.embedding import embed_dataset`)
+    assert "otaudit.data.embedding" in _imports("otaudit.audit.prepare")
 
 
 def test_no_import_cycle_between_modules():
