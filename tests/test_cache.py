@@ -168,3 +168,13 @@ def test_changed_numeric_constant_recomputes_unchanged_hits(tmp_path, monkeypatc
     assert all(r.read_seconds == 0.0 and r.embed_seconds == 0.0 for r in refs3.values())
     assert not any(r["cached"] for r in rows3)
     assert [r["status"] for r in rows3] == ["ok", "ok"]
+
+
+def test_every_fingerprinted_source_exists():
+    """A renamed module must be renamed in CODE_OF too (else its edits would not re-key)."""
+    from otaudit.data import cache as cache_mod
+
+    for kind, (paths, sections) in cache_mod.CODE_OF.items():
+        for rel in paths:
+            assert (cache_mod._PACKAGE_DIR / rel).exists(), (kind, rel)
+        assert sections and all(isinstance(s, str) for s in sections)
