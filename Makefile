@@ -1,5 +1,7 @@
 # Two entry points a new user needs: `make demo` (a real audit on the embedded default)
 # and `make test` (the whole suite). Both create the virtual environment they need.
+# `make bench` runs every benchmarks/bench_*.py in turn (hours on 2 cores; rewrites the
+# RESULTS_*.md); `make bench-quick` is a smoke run of minutes (results in a temporary dir).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench bench-quick clean
 
 venv: $(STAMP)
 
@@ -31,7 +33,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check lib flows tasks tests benchmarks deployments
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache otaudit-demo

@@ -29,12 +29,10 @@ from typing import Any
 import dask
 from prefect import flow, tags
 
-from otaudit.audit.report import new_run_id
-from otaudit.audit.screen import SCREEN_MEASURE
 from otaudit.flows.runtime import SettingsDaskTaskRunner, cluster_has_gpus
 from otaudit.tasks.datasets import prepare_dataset
-from otaudit.tasks.pairs import block_refs, compute_pair_block, select_screened
-from otaudit.tasks.plan import plan_audit
+from otaudit.tasks.pairs import SCREEN_MEASURE, block_refs, compute_pair_block, select_screened
+from otaudit.tasks.plan import new_run_id, plan_audit
 from otaudit.tasks.report import publish_report
 
 __all__ = ["audit"]
@@ -57,7 +55,7 @@ def audit(
     Args:
         manifest: path or URI of the manifest YAML.
         run_id: id of this run (names the report prefix); None (scheduled runs): a new
-            :func:`otaudit.audit.report.new_run_id`.
+            :func:`otaudit.tasks.plan.new_run_id`.
         output: override the manifest's ``output`` URI.
         n_threads: Dask threads available (sizes the pair blocks).
         use_cache: read the embedding/statistics/pair cache (results are always written).

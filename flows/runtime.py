@@ -62,7 +62,7 @@ def prefect_api(settings: Any, *, timeout_s: int | None = None) -> Iterator[str]
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from otaudit import config
+    from otaudit.tasks.settings import PREFECT_SERVER_START_TIMEOUT_S
 
     url = _configured_api_url(settings)
     server = None
@@ -70,7 +70,7 @@ def prefect_api(settings: Any, *, timeout_s: int | None = None) -> Iterator[str]
         from prefect.server.api.server import SubprocessASGIServer
 
         server = SubprocessASGIServer(port=_free_port())
-        server.start(timeout=timeout_s or config.PREFECT_SERVER_START_TIMEOUT_S)
+        server.start(timeout=timeout_s or PREFECT_SERVER_START_TIMEOUT_S)
         url = server.api_url
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
@@ -163,7 +163,7 @@ class SettingsDaskTaskRunner(DaskTaskRunner):
 
     def __enter__(self) -> SettingsDaskTaskRunner:
         if self._from_settings and not self._started:
-            from otaudit.config import load_settings
+            from otaudit.tasks.settings import load_settings
 
             settings = load_settings()
             if settings.dask_address:

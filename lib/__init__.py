@@ -5,6 +5,9 @@ Distance (:func:`otdd`, :func:`otdd_matrix`), with a Prefect/Dask pipeline on to
 """
 
 from .core.result import OTResult
+from .core.sliced import sliced_matrix, sliced_otdd
+from .core.solve import ot_bounds, solve_ot
+from .dataset_distance import DatasetStats, dataset_stats, otdd, otdd_from_stats, otdd_matrix
 from .errors import (
     ConvergenceWarning,
     FallbackWarning,
@@ -14,12 +17,7 @@ from .errors import (
     SolverError,
     StorageError,
 )
-
-__version__ = "0.1.0"
-
-from .core.sliced import sliced_matrix, sliced_otdd
-from .core.solve import ot_bounds, solve_ot
-from .dataset_distance import DatasetStats, dataset_stats, otdd, otdd_from_stats, otdd_matrix
+from .version import __version__
 
 __all__ = [
     "OTResult",

@@ -1,6 +1,13 @@
 """All defaults of otaudit live here; the CLI, flows, deployments and the numerical core
 read them from this module and never copy them.
 
+Grouped by layer: numerics (``otaudit.core`` and ``otaudit.dataset_distance``: exact,
+Sinkhorn, mini-batch bounds, OTDD, sliced), data (readers, embedders, cache), pipeline
+(report, tasks, flows, CLI/demo) and the pipeline's environment (:func:`load_settings`).
+Each section ends with a tuple naming its constants (``NUMERICS``, ``DATA``, ``PIPELINE``):
+the cache keys an object on the values of the section(s) that determine it
+(:mod:`otaudit.data.cache`), and a test checks that every constant is in exactly one.
+
 Numerical defaults are plain constants (importing this module reads no environment).
 The pipeline's environment (object store, Dask address, Prefect API) is read by
 :func:`load_settings` only, when a pipeline entry point asks for it.
@@ -8,59 +15,227 @@ The pipeline's environment (object store, Dask address, Prefect API) is read by
 
 from __future__ import annotations
 
-# --- numerical core ------------------------------------------------------------------
+import functools
+from typing import Any, Literal
+
+# ======================================================================================
+# Numerics (otaudit.core, otaudit.dataset_distance)
+# ======================================================================================
+
+# --- exact LP ---------------------------------------------------------------------------
 #: Largest n*m for which ``solver="auto"`` solves OT exactly with POT's network simplex.
 #: Measured on 2 cores: 2000x2000 takes ~1-3 s and 64 MB for the cost matrix.
 EXACT_MAX_ENTRIES: int = 2500 * 2500
 #: POT's default ``numItermax`` (1e5) silently stops early above ~1000 points; we scale it.
 EMD_MAX_ITER_PER_ENTRY: int = 50
 EMD_MIN_MAX_ITER: int = 1_000_000
+
+# --- costs ------------------------------------------------------------------------------
 #: Memory budget (bytes) for one block of a cost matrix or a log-sum-exp reduction.
 COST_BLOCK_BYTES: int = 64 * 2**20
 #: c-transforms: fewest output rows per block; when fewer rows of the whole other side fit
 #: COST_BLOCK_BYTES, the other side is cut into column tiles (running minimum) instead.
 C_TRANSFORM_MIN_ROWS: int = 128
+
+# --- Sinkhorn ---------------------------------------------------------------------------
 #: Sinkhorn: entropic regularisation relative to the mean ground cost, iterations, tolerance.
 SINKHORN_REG_REL: float = 1e-3
 SINKHORN_MAX_ITER: int = 2000
 SINKHORN_TOL: float = 1e-6
 #: epsilon-scaling stages (x10 each) before the target reg in full-problem Sinkhorn.
 SINKHORN_EPS_SCALING_STEPS: int = 3
-#: Mini-batch bounds.
+
+# --- mini-batch bounds ------------------------------------------------------------------
+#: Mini-batch bounds: block size (points per block), solve budget (a COUNT of block
+#: solves; None: as many as the coupling needs), partition, coupling, seed.
 BATCH_SIZE: int = 256
-BUDGET: int | None = None  # None: as many solves as the coupling needs
+BUDGET: int | None = None
 PARTITION: str = "aligned"
 COUPLING: str = "optimal"
 SEED: int = 0
-#: OTDD.
+#: Rounds of plan-restricted block coordinate descent after the block coupling (each round
+#: re-solves the glued plan inside k-means groups of X, then of Y; never raises the UB).
+BOUNDS_REFINE_ROUNDS: int = 4
+#: Rounds of block-LP correction + c-transforms for the mini-batch lower bound (3 passes
+#: over the n x m costs each; later rounds use k-means partitions, never lower the bound).
+BOUNDS_LOWER_ROUNDS: int = 1
+#: Full-problem Sinkhorn dual-ascent iterations per eps for the mini-batch lower bound
+#: (``minibatch_bounds(lower_sinkhorn=...)``; 0 = off). Each iteration = 2 float32 passes.
+BOUNDS_LOWER_SINKHORN_ITERS: int = 5
+#: The eps schedule of that dual ascent, relative to the certified upper bound (measured on
+#: gauss 10-d / digits 64-d: starting large matters more than ending small).
+BOUNDS_LOWER_SINKHORN_REGS: tuple[float, ...] = (1e-1, 3e-2, 1e-2)
+#: ``lower_sinkhorn=None`` runs the dual ascent only when ``n * m`` is at most this (each
+#: iteration is 2 passes over the n x m costs; at 50k x 50k the LP correction alone is
+#: already within 0.01 % on the benchmark, and 30 passes would not fit the time target).
+BOUNDS_LOWER_SINKHORN_MAX_ENTRIES: int = 40_000_000
+
+#: How ``minibatch_bounds`` solves its block problems: ``"exact"`` (POT's network simplex,
+#: one block at a time on the CPU) or ``"sinkhorn"`` (every pending block of a stage in one
+#: batched log-domain Sinkhorn launch on the cost's device, then rounded to a sparse feasible
+#: plan; see ``minibatch_bounds``). ``"auto"`` = sinkhorn on CUDA, exact elsewhere.
+BOUNDS_BLOCK_SOLVER: str = "exact"
+#: Batched block Sinkhorn: eps relative to each block's mean cost under the independent
+#: coupling, iterations in all (``eps_scaling`` warm-up stages of ``STAGE_ITERS`` each count
+#: against them; measured on digits halves: 6 x 30 gave a base upper bound of +11.5 % against
+#: +13.6 % for 4 x 10, the LP's being +9.6 %), entries dropped below
+#: ``drop * min(a_i, b_j)`` before the sparse rounding, and bytes per batched launch
+#: (padded ``[B, n, m]`` costs in float64 + float32 + the plan).
+BOUNDS_BLOCK_SINKHORN_REG: float = 1e-3
+BOUNDS_BLOCK_SINKHORN_ITERS: int = 300
+BOUNDS_BLOCK_SINKHORN_EPS_SCALING: int = 6
+BOUNDS_BLOCK_SINKHORN_STAGE_ITERS: int = 30
+BOUNDS_BLOCK_SINKHORN_DROP: float = 1e-3
+BOUNDS_BLOCK_BATCH_BYTES: int = 256 * 2**20
+
+# --- OTDD -------------------------------------------------------------------------------
 OTDD_INNER: str = "exact"
 OTDD_SOLVER: str = "auto"
 LAMBDA_X: float = 1.0
 LAMBDA_Y: float = 1.0
+#: Class point clouds up to this many points per side use the exact LP for W(alpha_y, alpha_y').
+OTDD_INNER_EXACT_MAX: int = 2000
+#: Inner OT between classes bigger than OTDD_INNER_EXACT_MAX: solver of ``solve_ot`` whose
+#: certified lower/upper bounds are carried into the label table (and then into OTDD²).
+OTDD_INNER_LARGE_SOLVER: str = "minibatch"
+#: Lloyd iterations of the deterministic k-means used by ``pseudo_labels=k`` (unlabeled data).
+OTDD_KMEANS_ITER: int = 50
+#: Gaussian inner cost: covariance shrinkage added to the diagonal, relative to the trace/d.
+GAUSSIAN_COV_RIDGE: float = 0.0
+#: OTDD cost's partition coordinates [sqrt(lambda_x) x, w sqrt(lambda_y) mu_y]: the weight w.
+#: w = 1 makes them a squared-Euclidean lower bound of the OTDD cost; w = 2 tightened the
+#: mini-batch bounds on digits halves from -14 %/+8.8 % to -3.2 %/+0.3 % (noise, flips also
+#: better; class subsets 0-5 vs 4-9 slightly worse: -8.2 %/+6.0 % instead of -6.5 %/+4.6 %).
+OTDD_PARTITION_LABEL_WEIGHT: float = 2.0
+
+# --- sliced -----------------------------------------------------------------------------
 #: Sliced screening estimate (``sliced_otdd``, manifest measure ``sliced``): random directions
 #: for the estimate, random orthonormal frames for its certified (loose) lower bound.
 SLICED_N_PROJECTIONS: int = 256
 SLICED_N_FRAMES: int = 4
-#: Manifest ``screen: {keep: K, order: ...}``: which end of the sliced ranking is kept.
-SCREEN_ORDER: str = "nearest"
-#: Class point clouds up to this many points per side use the exact LP for W(alpha_y, alpha_y').
-OTDD_INNER_EXACT_MAX: int = 2000
-#: Gaussian inner cost: covariance shrinkage added to the diagonal, relative to the trace/d.
-GAUSSIAN_COV_RIDGE: float = 0.0
 
+NUMERICS: tuple[str, ...] = (
+    "EXACT_MAX_ENTRIES",
+    "EMD_MAX_ITER_PER_ENTRY",
+    "EMD_MIN_MAX_ITER",
+    "COST_BLOCK_BYTES",
+    "C_TRANSFORM_MIN_ROWS",
+    "SINKHORN_REG_REL",
+    "SINKHORN_MAX_ITER",
+    "SINKHORN_TOL",
+    "SINKHORN_EPS_SCALING_STEPS",
+    "BATCH_SIZE",
+    "BUDGET",
+    "PARTITION",
+    "COUPLING",
+    "SEED",
+    "BOUNDS_REFINE_ROUNDS",
+    "BOUNDS_LOWER_ROUNDS",
+    "BOUNDS_LOWER_SINKHORN_ITERS",
+    "BOUNDS_LOWER_SINKHORN_REGS",
+    "BOUNDS_LOWER_SINKHORN_MAX_ENTRIES",
+    "BOUNDS_BLOCK_SOLVER",
+    "BOUNDS_BLOCK_SINKHORN_REG",
+    "BOUNDS_BLOCK_SINKHORN_ITERS",
+    "BOUNDS_BLOCK_SINKHORN_EPS_SCALING",
+    "BOUNDS_BLOCK_SINKHORN_STAGE_ITERS",
+    "BOUNDS_BLOCK_SINKHORN_DROP",
+    "BOUNDS_BLOCK_BATCH_BYTES",
+    "OTDD_INNER",
+    "OTDD_SOLVER",
+    "LAMBDA_X",
+    "LAMBDA_Y",
+    "OTDD_INNER_EXACT_MAX",
+    "OTDD_INNER_LARGE_SOLVER",
+    "OTDD_KMEANS_ITER",
+    "GAUSSIAN_COV_RIDGE",
+    "OTDD_PARTITION_LABEL_WEIGHT",
+    "SLICED_N_PROJECTIONS",
+    "SLICED_N_FRAMES",
+)
 
-# --- pipeline environment (owner: data-layer helper; appended block) --------------------
-import functools  # noqa: E402
-from typing import Literal  # noqa: E402
+# ======================================================================================
+# Data (otaudit.data: readers, embedders, cache)
+# ======================================================================================
 
 #: Rows per shard for formats without row groups (.npy/.npz/CSV); Parquet shards are row groups.
 SHARD_ROWS: int = 50_000
-#: Rows per embedder forward pass.
-EMBED_BATCH: int = 256
-#: Version of the report schema written in the Parquet file metadata.
-REPORT_SCHEMA_VERSION: int = 1
+#: Embedders: rows per forward pass (manifest ``embedder.rows_per_batch``; not to be
+#: confused with BATCH_SIZE, the mini-batch block size).
+EMBED_ROWS_PER_BATCH: int = 256
+#: Version of the embedders' code; part of every embedder id, so bumping it re-embeds.
+EMBEDDER_VERSION: int = 1
+#: Version of the cached-array layout; part of every cache key.
+CACHE_VERSION: int = 1
+
+DATA: tuple[str, ...] = ("SHARD_ROWS", "EMBED_ROWS_PER_BATCH", "EMBEDDER_VERSION", "CACHE_VERSION")
+
+# ======================================================================================
+# Pipeline (otaudit.audit, tasks, flows, app)
+# ======================================================================================
+
+# --- report -----------------------------------------------------------------------------
+#: Version of the report schema written in the Parquet file metadata (2: ``datasets.parquet``
+#: has a ``device`` column and ``pairs.parquet`` per-bound certificates; 1 is still read).
+REPORT_SCHEMA_VERSION: int = 2
+#: Summary: a pair is a near-duplicate when its distance is below this fraction of the
+#: median distance of the audit (per measure).
+NEAR_DUPLICATE_FRACTION: float = 0.25
+#: Nearest neighbours listed per dataset in the summary.
+SUMMARY_NEIGHBOURS: int = 1
+#: Manifest ``screen: {keep: K, order: ...}``: which end of the sliced ranking is kept.
+SCREEN_ORDER: str = "nearest"
+
+# --- tasks and flows --------------------------------------------------------------------
+#: Largest number of pairs computed by one Prefect task (tasks must be coarse: ~150 ms of
+#: Prefect overhead each through the DaskTaskRunner, ECOSYSTEM.md).
+PAIR_BLOCK_MAX: int = 16
+#: Pair blocks per Dask thread (a little over-decomposition balances uneven pairs).
+PAIR_BLOCKS_PER_THREAD: int = 4
+#: Task retries on transient storage errors (StorageError) and the delay between them.
+TASK_RETRIES: int = 2
+TASK_RETRY_DELAY_S: float = 1.0
+#: Default cron schedule of the nightly deployment (02:00 UTC).
+DEFAULT_CRON: str = "0 2 * * *"
+#: Seconds to wait for a temporary local Prefect server to answer.
+PREFECT_SERVER_START_TIMEOUT_S: int = 120
+
+# --- CLI demo ---------------------------------------------------------------------------
+#: ``otaudit demo``: random seed and additive noise (digits pixels are 0..16).
+DEMO_SEED: int = 0
+DEMO_NOISE_STD: float = 2.0
+#: ``otaudit demo``: OTDD distance above which a vendor pair is flagged (on digits: two random
+#: halves are ~31 apart, noise/missing classes ~37, mirrored images ~53).
+DEMO_OTDD_THRESHOLD: float = 45.0
 
 
+PIPELINE: tuple[str, ...] = (
+    "REPORT_SCHEMA_VERSION",
+    "NEAR_DUPLICATE_FRACTION",
+    "SUMMARY_NEIGHBOURS",
+    "SCREEN_ORDER",
+    "PAIR_BLOCK_MAX",
+    "PAIR_BLOCKS_PER_THREAD",
+    "TASK_RETRIES",
+    "TASK_RETRY_DELAY_S",
+    "DEFAULT_CRON",
+    "PREFECT_SERVER_START_TIMEOUT_S",
+    "DEMO_SEED",
+    "DEMO_NOISE_STD",
+    "DEMO_OTDD_THRESHOLD",
+)
+
+
+def section_values(*sections: str) -> dict[str, Any]:
+    """The current values of the constants of ``sections`` (``"NUMERICS"``, ``"DATA"``,
+    ``"PIPELINE"``), read at call time (so a monkeypatched constant is seen)."""
+    g = globals()
+    return {name: g[name] for sec in sections for name in g[sec]}
+
+
+# ======================================================================================
+# The pipeline's environment (OTAUDIT_* variables)
+# ======================================================================================
 @functools.lru_cache(maxsize=1)
 def _settings_class() -> type:
     """Build the Settings class lazily (once) so importing this module imports no pydantic-settings."""
@@ -101,86 +276,3 @@ def __getattr__(name: str):  # PEP 562: ``config.Settings`` without importing at
 def load_settings(**overrides):
     """Read the pipeline settings from the environment (``OTAUDIT_*``) plus ``overrides``."""
     return _settings_class()(**overrides)
-
-
-#: Version of the embedders' code; part of every embedder id, so bumping it re-embeds.
-EMBEDDER_VERSION: int = 1
-#: Version of the cached-array layout; part of every cache key.
-CACHE_VERSION: int = 1
-
-
-# --- orchestration (owner: orchestration helper; appended block) ------------------------
-#: Largest number of pairs computed by one Prefect task (tasks must be coarse: ~150 ms of
-#: Prefect overhead each through the DaskTaskRunner, ECOSYSTEM.md).
-PAIR_BLOCK_MAX: int = 16
-#: Pair blocks per Dask thread (a little over-decomposition balances uneven pairs).
-PAIR_BLOCKS_PER_THREAD: int = 4
-#: Task retries on transient storage errors (StorageError) and the delay between them.
-TASK_RETRIES: int = 2
-TASK_RETRY_DELAY_S: float = 1.0
-#: Summary: a pair is a near-duplicate when its distance is below this fraction of the
-#: median distance of the audit (per measure).
-NEAR_DUPLICATE_FRACTION: float = 0.25
-#: Nearest neighbours listed per dataset in the summary.
-SUMMARY_NEIGHBOURS: int = 1
-#: Default cron schedule of the nightly deployment (02:00 UTC).
-DEFAULT_CRON: str = "0 2 * * *"
-#: Seconds to wait for a temporary local Prefect server to answer.
-PREFECT_SERVER_START_TIMEOUT_S: int = 120
-#: ``otaudit demo``: random seed and additive noise (digits pixels are 0..16).
-DEMO_SEED: int = 0
-DEMO_NOISE_STD: float = 2.0
-#: ``otaudit demo``: OTDD distance above which a vendor pair is flagged (on digits: two random
-#: halves are ~31 apart, noise/missing classes ~37, mirrored images ~53).
-DEMO_OTDD_THRESHOLD: float = 45.0
-
-# --- otdd.py (OTDD helper) -------------------------------------------------------------
-#: Inner OT between classes bigger than OTDD_INNER_EXACT_MAX: solver of ``solve_ot`` whose
-#: certified lower/upper bounds are carried into the label table (and then into OTDD²).
-OTDD_INNER_LARGE_SOLVER: str = "minibatch"
-#: Lloyd iterations of the deterministic k-means used by ``pseudo_labels=k`` (unlabeled data).
-OTDD_KMEANS_ITER: int = 50
-
-# --- bounds.py (certified OT core) ---------------------------------------------------
-#: Rounds of plan-restricted block coordinate descent after the block coupling (each round
-#: re-solves the glued plan inside k-means groups of X, then of Y; never raises the UB).
-BOUNDS_REFINE_ROUNDS: int = 4
-#: Rounds of block-LP correction + c-transforms for the mini-batch lower bound (3 passes
-#: over the n x m costs each; later rounds use k-means partitions, never lower the bound).
-BOUNDS_LOWER_ROUNDS: int = 1
-#: OTDD cost's partition coordinates [sqrt(lambda_x) x, w sqrt(lambda_y) mu_y]: the weight w.
-#: w = 1 makes them a squared-Euclidean lower bound of the OTDD cost; w = 2 tightened the
-#: mini-batch bounds on digits halves from -14 %/+8.8 % to -3.2 %/+0.3 % (noise, flips also
-#: better; class subsets 0-5 vs 4-9 slightly worse: -8.2 %/+6.0 % instead of -6.5 %/+4.6 %).
-OTDD_PARTITION_LABEL_WEIGHT: float = 2.0
-
-# --- bounds.py: fast passes and dual ascent (certified OT core, scale helper) ------------
-#: Full-problem Sinkhorn dual-ascent iterations per eps for the mini-batch lower bound
-#: (``minibatch_bounds(lower_sinkhorn=...)``; 0 = off). Each iteration = 2 float32 passes.
-BOUNDS_LOWER_SINKHORN_ITERS: int = 5
-#: The eps schedule of that dual ascent, relative to the certified upper bound (measured on
-#: gauss 10-d / digits 64-d: starting large matters more than ending small).
-BOUNDS_LOWER_SINKHORN_REGS: tuple[float, ...] = (1e-1, 3e-2, 1e-2)
-#: ``lower_sinkhorn=None`` runs the dual ascent only when ``n * m`` is at most this (each
-#: iteration is 2 passes over the n x m costs; at 50k x 50k the LP correction alone is
-#: already within 0.01 % on the benchmark, and 30 passes would not fit the time target).
-BOUNDS_LOWER_SINKHORN_MAX_ENTRIES: int = 40_000_000
-
-# --- bounds.py: batched block solver (issue 5) -----------------------------------------
-#: How ``minibatch_bounds`` solves its block problems: ``"exact"`` (POT's network simplex,
-#: one block at a time on the CPU) or ``"sinkhorn"`` (every pending block of a stage in one
-#: batched log-domain Sinkhorn launch on the cost's device, then rounded to a sparse feasible
-#: plan; see ``minibatch_bounds``). ``"auto"`` = sinkhorn on CUDA, exact elsewhere.
-BOUNDS_BLOCK_SOLVER: str = "exact"
-#: Batched block Sinkhorn: eps relative to each block's mean cost under the independent
-#: coupling, iterations in all (``eps_scaling`` warm-up stages of ``STAGE_ITERS`` each count
-#: against them; measured on digits halves: 6 x 30 gave a base upper bound of +11.5 % against
-#: +13.6 % for 4 x 10, the LP's being +9.6 %), entries dropped below
-#: ``drop * min(a_i, b_j)`` before the sparse rounding, and bytes per batched launch
-#: (padded ``[B, n, m]`` costs in float64 + float32 + the plan).
-BOUNDS_BLOCK_SINKHORN_REG: float = 1e-3
-BOUNDS_BLOCK_SINKHORN_ITERS: int = 300
-BOUNDS_BLOCK_SINKHORN_EPS_SCALING: int = 6
-BOUNDS_BLOCK_SINKHORN_STAGE_ITERS: int = 30
-BOUNDS_BLOCK_SINKHORN_DROP: float = 1e-3
-BOUNDS_BLOCK_BATCH_BYTES: int = 256 * 2**20

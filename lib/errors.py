@@ -10,6 +10,7 @@ one line naming the dataset, the field and the fix, e.g.::
 from __future__ import annotations
 
 __all__ = [
+    "describe_error",
     "OTAuditError",
     "InputError",
     "StorageError",
@@ -69,3 +70,12 @@ class ConvergenceWarning(OTAuditWarning):
 
 class FallbackWarning(OTAuditWarning):
     """A requested resource (e.g. a GPU) is absent and a fallback is used; said once."""
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: otaudit's errors carry their own message; anything else gets its type name
+    (the ``error`` column of a failed dataset or pair)."""
+    msg = " ".join(str(error).split())
+    if isinstance(error, OTAuditError):
+        return msg
+    return f"{type(error).__name__}: {msg}"

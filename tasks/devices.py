@@ -1,66 +1,31 @@
-"""Which device a task computes on: each Dask worker owns one GPU (round-robin by worker
-index) when CUDA is present, the CPU otherwise. Used by the tasks; the runtime
-(:mod:`otaudit.flows.runtime`) uses :func:`local_gpu_count` to advertise GPU resources."""
+"""Which device a task computes on (:func:`otaudit.data.devices.select_device`), given the
+name of the Dask worker it runs on. The runtime (:mod:`otaudit.flows.runtime`) uses
+:func:`local_gpu_count` to advertise GPU resources."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 from typing import Any
 
-__all__ = ["local_gpu_count", "gpu_index_for", "worker_device"]
+from otaudit.data.devices import gpu_index_for, local_gpu_count, select_device
+
+__all__ = ["local_gpu_count", "gpu_index_for", "worker_device", "worker_name"]
 
 
-def local_gpu_count() -> int:
-    """CUDA devices visible to this process (0 without torch CUDA)."""
-    import torch
+def worker_name() -> Any:
+    """The name of the Dask worker running this task; 0 outside a Dask worker (e.g. a flow
+    run without the Dask runner)."""
+    try:
+        from distributed import get_worker
 
-    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-
-
-def gpu_index_for(worker_name: Any, n_gpus: int) -> int:
-    """The GPU that the Dask worker called ``worker_name`` owns on a machine with ``n_gpus``.
-
-    A LocalCluster names its workers ``0, 1, ...`` and ``dask worker --nworkers k`` names
-    them ``<name>-0 ... <name>-(k-1)``: the trailing number modulo ``n_gpus`` spreads them
-    over the GPUs round-robin. Other names (e.g. an address) map through a stable hash.
-    Workers started with their own ``CUDA_VISIBLE_DEVICES`` see one GPU and get 0.
-    """
-    if n_gpus <= 1:
+        return get_worker().name
+    except ValueError:  # not inside a Dask worker
         return 0
-    s = str(worker_name)
-    m = re.search(r"(\d+)$", s)
-    k = int(m.group(1)) if m else int(hashlib.sha256(s.encode()).hexdigest()[:12], 16)
-    return k % n_gpus
 
 
 def worker_device(preference: str = "auto") -> Any:
     """The torch device this task computes on, and on a CUDA worker its own GPU.
 
-    ``preference`` (``Settings.pair_device`` for pair work): ``"cpu"`` always computes on
-    the CPU; ``"auto"`` uses the GPU this Dask worker owns (:func:`gpu_index_for`) when
-    CUDA is available, made the current CUDA device so that embedders with
-    ``device: auto`` land on the same GPU, and the CPU otherwise. Outside a Dask worker
-    (e.g. a flow run without the Dask runner) the worker index is 0.
+    ``preference`` (``Settings.pair_device`` for pair work): ``"cpu"`` or ``"auto"``, see
+    :func:`otaudit.data.devices.select_device`.
     """
-    import torch
-
-    if preference not in ("auto", "cpu"):
-        from otaudit.errors import InputError
-
-        raise InputError(
-            f"unknown device preference {preference!r}",
-            field="OTAUDIT_PAIR_DEVICE",
-            fix="use 'auto' (the worker's own GPU when there is one) or 'cpu'",
-        )
-    if preference == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    try:
-        from distributed import get_worker
-
-        name: Any = get_worker().name
-    except ValueError:  # not inside a Dask worker
-        name = 0
-    k = gpu_index_for(name, torch.cuda.device_count())
-    torch.cuda.set_device(k)
-    return torch.device("cuda", k)
+    return select_device(preference, worker_name() if preference == "auto" else 0)

@@ -1,71 +1,15 @@
-"""Planning an audit: load the manifest, check the output store, cut the pairs into blocks."""
+"""Planning an audit: one task that loads the manifest, checks the output store and cuts the
+pairs into blocks (:func:`otaudit.audit.plan.load_plan`)."""
 
 from __future__ import annotations
-
-import math
-import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from otaudit import config
+from otaudit.audit.plan import AuditPlan, code_version, load_plan, plan_blocks
+from otaudit.audit.report import new_run_id
 
-__all__ = ["AuditPlan", "plan_audit", "plan_blocks", "code_version"]
-
-
-def code_version() -> str:
-    """The version of the code that produced a result (in cache keys and report rows)."""
-    import otaudit
-
-    return f"otaudit-{otaudit.__version__}"
-
-
-@dataclass(frozen=True)
-class AuditPlan:
-    """Everything the tasks need to know about one audit run (small: no arrays).
-
-    ``manifest`` is the validated :class:`otaudit.data.manifest.Manifest` (its storage options
-    may hold credentials: it is passed to tasks, never logged or written out; reports use
-    :meth:`Manifest.redacted`).
-    """
-
-    manifest: Any
-    output: str
-    run_id: str
-    pairs: list[tuple[str, str]]
-    blocks: list[list[tuple[str, str]]]
-    code_version: str
-    use_cache: bool = True
-    started_at: float = 0.0
-    measures: list[str] = field(default_factory=list)
-
-    @property
-    def names(self) -> list[str]:
-        """Dataset names in manifest order."""
-        return [d.name for d in self.manifest.datasets]
-
-    @property
-    def storage_options(self) -> dict[str, Any]:
-        """Storage options of the output store (the manifest's)."""
-        return dict(self.manifest.storage_options)
-
-
-def plan_blocks(pairs: list[tuple[str, str]], n_threads: int) -> list[list[tuple[str, str]]]:
-    """Cut the ordered pairs into contiguous blocks (coarse Prefect tasks).
-
-    ``config.PAIR_BLOCKS_PER_THREAD`` blocks per Dask thread, at most
-    ``config.PAIR_BLOCK_MAX`` pairs per block; contiguous chunks of the manifest-ordered
-    pairs share their first dataset, so each block loads few dataset statistics.
-    """
-    if not pairs:
-        return []
-    n_blocks = max(1, n_threads) * config.PAIR_BLOCKS_PER_THREAD
-    n_blocks = max(n_blocks, math.ceil(len(pairs) / config.PAIR_BLOCK_MAX))
-    n_blocks = min(n_blocks, len(pairs))
-    size = math.ceil(len(pairs) / n_blocks)
-    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+__all__ = ["AuditPlan", "plan_audit", "plan_blocks", "code_version", "new_run_id"]
 
 
 @task(name="plan-audit", cache_policy=NO_CACHE)
@@ -82,22 +26,4 @@ def plan_audit(
         InputError: a bad manifest (one line naming dataset, field and fix).
         StorageError: the output store is unreachable.
     """
-    from otaudit.data.manifest import load_manifest, select_pairs
-    from otaudit.data.storage import Store, check_reachable
-
-    m = load_manifest(manifest)
-    if output:
-        m = m.model_copy(update={"output": output})
-    check_reachable(Store(m.output, m.storage_options or None))
-    pairs = select_pairs(m)
-    return AuditPlan(
-        manifest=m,
-        output=m.output,
-        run_id=run_id,
-        pairs=pairs,
-        blocks=plan_blocks(pairs, n_threads),
-        code_version=code_version(),
-        use_cache=use_cache,
-        started_at=time.time(),
-        measures=list(m.measures.selected),
-    )
+    return load_plan(manifest, output, run_id, n_threads, use_cache)

@@ -11,10 +11,22 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+import logging  # noqa: E402
+import sys  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# moto's S3 server logs every request through werkzeug, whose logger adds a stream handler on
+# sys.stderr at its FIRST request. If that happens inside a CliRunner invocation, the handler
+# keeps the runner's (soon closed) stream and every later request prints "--- Logging error
+# ---" tracebacks into whatever output is captured next, breaking "one line" assertions in
+# an order-dependent way. Give werkzeug its own handler on the real stderr, warnings only.
+_werkzeug = logging.getLogger("werkzeug")
+_werkzeug.setLevel(logging.WARNING)
+_werkzeug.addHandler(logging.StreamHandler(sys.__stderr__))
 
 
 @pytest.fixture(scope="session")

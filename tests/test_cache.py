@@ -70,3 +70,111 @@ def test_bad_kind_or_key(cache):
         cache.get_arrays("embeddings", "../../etc")
     with pytest.raises(InputError, match="Python objects"):
         cache.put_arrays("e", cache.key("e", "x"), {"o": np.array([object()], dtype=object)})
+
+
+# --- the cache never serves numbers from older code ----------------------------------------
+
+
+def test_every_config_constant_is_in_exactly_one_section():
+    """The fingerprints read config by section: a constant outside every section would
+    change numbers without changing any cache key."""
+    from otaudit import config
+
+    constants = {
+        k for k in vars(config) if k.isupper() and k not in ("NUMERICS", "DATA", "PIPELINE")
+    }
+    listed = [*config.NUMERICS, *config.DATA, *config.PIPELINE]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == constants
+
+
+def test_code_fingerprint_follows_config_values(monkeypatch):
+    from otaudit import config
+    from otaudit.data.cache import code_fingerprint
+
+    before = {k: code_fingerprint(k) for k in ("emb", "stats", "pair")}
+    monkeypatch.setattr(config, "SINKHORN_TOL", config.SINKHORN_TOL / 10)  # a numerics constant
+    after = {k: code_fingerprint(k) for k in before}
+    assert after["emb"] == before["emb"]
+    assert after["stats"] != before["stats"] and after["pair"] != before["pair"]
+    monkeypatch.setattr(config, "SHARD_ROWS", config.SHARD_ROWS + 1)  # a data constant
+    assert code_fingerprint("emb") != before["emb"]
+    monkeypatch.undo()
+    assert {k: code_fingerprint(k) for k in before} == before  # values, not history
+
+
+def test_source_digest_follows_the_source_and_is_read_once(monkeypatch, tmp_path):
+    from otaudit.data import cache as cache_mod
+
+    (tmp_path / "core").mkdir()
+    src = tmp_path / "core" / "solver.py"
+    src.write_text("TOL = 1e-6\n")
+    monkeypatch.setattr(cache_mod, "_PACKAGE_DIR", tmp_path)
+    cache_mod._source_digest.cache_clear()
+    try:
+        d1 = cache_mod._source_digest(("core",))
+        src.write_text("TOL = 1e-7\n")
+        assert cache_mod._source_digest(("core",)) == d1  # memoised: read once per process
+        cache_mod._source_digest.cache_clear()  # a new process
+        assert cache_mod._source_digest(("core",)) != d1
+    finally:
+        cache_mod._source_digest.cache_clear()
+
+
+def _audit_once(plan):
+    """The audit layer's work for every dataset and pair of ``plan`` (what the tasks call)."""
+    import torch
+
+    from otaudit.audit.measures import compute_pairs
+    from otaudit.audit.prepare import prepare_dataset
+
+    refs = {spec.name: prepare_dataset(spec, plan) for spec in plan.manifest.datasets}
+    rows = compute_pairs(plan.pairs, refs, plan, plan.measures, torch.device("cpu"))
+    return refs, rows
+
+
+def test_changed_numeric_constant_recomputes_unchanged_hits(tmp_path, monkeypatch):
+    from otaudit import config
+    from otaudit.audit.plan import load_plan
+    from otaudit.data.parquet import write_dataset_parquet
+
+    rng = np.random.default_rng(0)
+    uris = [
+        write_dataset_parquet(
+            str(tmp_path / "data"), n, rng.normal(size=(30, 3)), rng.integers(0, 2, 30)
+        )
+        for n in ("a", "b")
+    ]
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"name: fp\noutput: {tmp_path / 'out'}\ndatasets:\n"
+        + "".join(
+            f"  - {{name: {n}, uri: '{u}', label: label}}\n"
+            for n, u in zip("ab", uris, strict=True)
+        )
+        + "measures:\n  otdd: {inner: exact}\n  sliced: {}\n"
+    )
+    plan = load_plan(str(manifest), None, "r1", 1)
+    refs1, rows1 = _audit_once(plan)
+    assert not any(r.cache_hit for r in refs1.values()) and not any(r["cached"] for r in rows1)
+    refs2, rows2 = _audit_once(plan)  # unchanged code and config: everything from the cache
+    assert all(r.cache_hit for r in refs2.values()) and all(r["cached"] for r in rows2)
+    assert [r["value"] for r in rows2] == [r["value"] for r in rows1]
+    # a numerics constant changes: statistics and pair results are recomputed; the
+    # embeddings (which do not depend on it) still come from the cache (nothing re-read)
+    monkeypatch.setattr(config, "SLICED_N_PROJECTIONS", config.SLICED_N_PROJECTIONS + 1)
+    refs3, rows3 = _audit_once(plan)
+    assert not any(r.cache_hit for r in refs3.values())
+    assert all(r.read_seconds == 0.0 and r.embed_seconds == 0.0 for r in refs3.values())
+    assert not any(r["cached"] for r in rows3)
+    assert [r["status"] for r in rows3] == ["ok", "ok"]
+
+
+def test_every_fingerprinted_source_exists():
+    """A renamed module must be renamed in CODE_OF too (else its edits would not re-key)."""
+    from otaudit.data import cache as cache_mod
+
+    for kind, (paths, sections) in cache_mod.CODE_OF.items():
+        for rel in paths:
+            assert (cache_mod._PACKAGE_DIR / rel).exists(), (kind, rel)
+        assert sections and all(isinstance(s, str) for s in sections)

@@ -24,6 +24,20 @@ def test_version():
     assert res.exit_code == 0 and res.output.strip() == f"otaudit {otaudit.__version__}"
 
 
+def test_one_version_source_pyproject(tmp_path):
+    """``otaudit.__version__`` is pyproject's ``[project] version`` (installed metadata, or
+    the file itself for an uninstalled tree)."""
+    from pathlib import Path
+
+    from otaudit.version import pyproject_version
+
+    root = Path(__file__).resolve().parents[1]
+    assert otaudit.__version__ == pyproject_version() == pyproject_version(root / "pyproject.toml")
+    other = tmp_path / "pyproject.toml"
+    other.write_text('[tool.x]\nversion = "9"\n[project]\nname = "otaudit"\nversion = "1.2.3"\n')
+    assert pyproject_version(other) == "1.2.3"  # the [project] table's, not another table's
+
+
 def test_console_script_is_installed_and_fast_to_fail(tmp_path):
     """The real entry point (a subprocess): bad manifest -> exit 1, one line, no traceback,
     before any Prefect server or Dask cluster is started."""
@@ -96,7 +110,7 @@ def test_demo_runs_a_real_audit(tmp_path, dask_cluster, monkeypatch):
     assert (tmp_path / "manifest.yaml").is_file()
     assert len(list((tmp_path / "data").glob("*.parquet"))) == 6
     rep = report.read_report(str(tmp_path / "reports" / "digits-vendors"))
-    assert rep.value("vendor_a", "vendor_relabelled", "otdd") == 0.0  # renaming labels
+    assert rep.value("vendor_a", "vendor_relabeled", "otdd") == 0.0  # renaming labels
     ab = rep.value("vendor_a", "vendor_b", "otdd")  # same distribution, other samples
     assert ab < rep.value("vendor_a", "vendor_flipped", "otdd")
     assert ab < rep.value("vendor_a", "vendor_missing", "otdd")
@@ -111,3 +125,18 @@ def test_demo_runs_a_real_audit(tmp_path, dask_cluster, monkeypatch):
     }
     assert flagged and all("vendor_flipped" in p for p in flagged)
     assert "near-duplicate" in rep.summary
+    assert {r["device"] for r in rep.dataset_rows()} == {"cpu"}  # identity embedder: NumPy
+    # OTAUDIT_CACHE is honoured (through config.load_settings) unless --cache/--no-cache says
+    manifest = str(tmp_path / "manifest.yaml")
+    res = runner.invoke(app, ["audit", manifest, "--no-progress"])
+    assert res.exit_code == 3, res.output  # the planted drift
+    assert "6 prepared (6 from cache)" in report.read_report(_report_of(res.output)).summary
+    monkeypatch.setenv("OTAUDIT_CACHE", "false")
+    res = runner.invoke(app, ["audit", manifest, "--no-progress"])
+    assert "6 prepared (0 from cache)" in report.read_report(_report_of(res.output)).summary
+    res = runner.invoke(app, ["audit", manifest, "--no-progress", "--cache"])
+    assert "6 prepared (6 from cache)" in report.read_report(_report_of(res.output)).summary
+
+
+def _report_of(output: str) -> str:
+    return next(x for x in output.splitlines() if x.startswith("report: "))[len("report: ") :]

@@ -41,18 +41,30 @@ def test_prefect_yaml_entrypoints_resolve_to_the_audit_flow():
         assert crons and all(len(c.split()) == 5 for c in crons)
 
 
-def test_serve_script_builds_a_cron_deployment_of_the_audit_flow():
+def test_serve_script_builds_a_cron_deployment_of_the_audit_flow(tmp_path):
+    """The deployment's cron: ``--cron``, else the manifest's ``schedule``, else the default."""
     from otaudit import config
+    from otaudit.errors import InputError
 
     spec = importlib.util.spec_from_file_location("otaudit_serve", REPO / "deployments/serve.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    dep = mod.build_deployment("/registry/manifest.yaml")
+    body = f"name: reg\noutput: {tmp_path / 'out'}\ndatasets:\n  - {{name: a, uri: /d/a.parquet}}\n"
+    plain, weekly = tmp_path / "plain.yaml", tmp_path / "weekly.yaml"
+    plain.write_text(body)
+    weekly.write_text(body + 'schedule: "30 4 * * 1"\n')
+    dep = mod.build_deployment(str(plain))
     assert dep.name == "nightly"
-    assert dep.parameters == {"manifest": "/registry/manifest.yaml"}
+    assert dep.parameters == {"manifest": str(plain)}
     assert [s.schedule.cron for s in dep.schedules] == [config.DEFAULT_CRON]
     path, func = dep.entrypoint.split(":")
     assert func == "audit" and Path(path).resolve() == (REPO / "flows/audit.py").resolve()
+    dep = mod.build_deployment(str(weekly))
+    assert [s.schedule.cron for s in dep.schedules] == ["30 4 * * 1"]
+    dep = mod.build_deployment(str(weekly), cron="0 5 * * *")  # --cron wins
+    assert [s.schedule.cron for s in dep.schedules] == ["0 5 * * *"]
+    with pytest.raises(InputError, match="not found"):
+        mod.build_deployment(str(tmp_path / "missing.yaml"))
 
 
 def _free_port() -> int:

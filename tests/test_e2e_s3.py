@@ -27,6 +27,7 @@ from otaudit.app.demo import demo_datasets
 from otaudit.audit.report import read_report
 from otaudit.data.readers import write_dataset_parquet
 from otaudit.data.storage import Store
+from tests.helpers import CANARY_KEY, CANARY_SECRET, s3_options
 
 N = 80
 NAMES = ("vendor_a", "vendor_b", "vendor_noisy", "vendor_missing")
@@ -41,9 +42,12 @@ def lake(s3_server, tmp_path_factory):
 
     bucket = f"lake-{uuid.uuid4().hex[:10]}"
     boto3.client(
-        "s3", endpoint_url=s3_server, aws_access_key_id="testing", aws_secret_access_key="testing"
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id=CANARY_KEY,
+        aws_secret_access_key=CANARY_SECRET,
     ).create_bucket(Bucket=bucket)
-    so = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_server}}
+    so = s3_options(s3_server)
     data = demo_datasets()
     arrays = {}
     for name in NAMES:
@@ -113,7 +117,7 @@ def test_audit_cache_and_partial_failure_on_s3(lake, dask_cluster):
         )
         assert (row["lower"], row["value"], row["upper"]) == (bnd.lower, bnd.value, bnd.upper)
     assert all(json.loads(r["params"]) for r in rows1)  # parameters recorded as JSON
-    assert "testing" not in rep1.summary  # credentials never written
+    assert CANARY_SECRET not in rep1.summary and CANARY_KEY not in rep1.summary
 
     # --- run 2: nothing changed: no embedding, no pair computation, identical values ----
     res, out = _audit(manifest, dask_cluster)
@@ -209,4 +213,4 @@ def test_unreachable_bucket_is_one_line_exit_1(lake, dask_cluster, tmp_path):
     assert res.exit_code == 1
     lines = [x for x in res.output.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("otaudit: error: storage")
-    assert "Traceback" not in res.output and "testing" not in res.output
+    assert "Traceback" not in res.output and CANARY_SECRET not in res.output

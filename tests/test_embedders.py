@@ -52,7 +52,7 @@ def test_identity_float32_and_text_rejected():
 
 def test_torchscript_matches_module_batched_with_progress(ts_model):
     path, m = ts_model
-    spec = EmbedderSpec(kind="torchscript", path=str(path), batch_size=16, device="cpu")
+    spec = EmbedderSpec(kind="torchscript", path=str(path), rows_per_batch=16, device="cpu")
     e = make_embedder(spec)
     calls = []
     out = e.embed(X, progress=lambda done, total: calls.append((done, total)))
@@ -90,7 +90,12 @@ def test_torch_export_program(tmp_path):
     )
     torch.export.save(prog, str(tmp_path / "m.pt2"))
     e = make_embedder(
-        {"kind": "torchscript", "path": str(tmp_path / "m.pt2"), "device": "cpu", "batch_size": 32}
+        {
+            "kind": "torchscript",
+            "path": str(tmp_path / "m.pt2"),
+            "device": "cpu",
+            "rows_per_batch": 32,
+        }
     )
     with torch.no_grad():
         ref = m(torch.from_numpy(X.astype(np.float32))).numpy()
@@ -107,17 +112,23 @@ def test_torch_pickled_module(tmp_path):
     # a state_dict is not a module
     torch.save(m.state_dict(), tmp_path / "sd.pth")
     with pytest.raises(InputError, match="field 'embedder.path'.*not a torch module.*fix:"):
-        make_embedder({"kind": "torch", "path": str(tmp_path / "sd.pth")}, dataset="v")
+        make_embedder(
+            {"kind": "torch", "path": str(tmp_path / "sd.pth"), "device": "cpu"}, dataset="v"
+        )
 
 
 def test_bad_model_files(tmp_path, ts_model):
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(InputError, match="dataset 'v', field 'embedder.path'.*cannot load.*fix:"):
-        make_embedder({"kind": "torchscript", "path": str(tmp_path / "junk.pt")}, dataset="v")
+        make_embedder(
+            {"kind": "torchscript", "path": str(tmp_path / "junk.pt"), "device": "cpu"}, dataset="v"
+        )
     with pytest.raises(InputError, match="dataset 'v', field 'embedder.path'.*does not exist"):
-        make_embedder({"kind": "torchscript", "path": str(tmp_path / "nope.pt")}, dataset="v")
+        make_embedder(
+            {"kind": "torchscript", "path": str(tmp_path / "nope.pt"), "device": "cpu"}, dataset="v"
+        )
     path, _ = ts_model
-    e = make_embedder({"kind": "torchscript", "path": str(path)}, dataset="v")
+    e = make_embedder({"kind": "torchscript", "path": str(path), "device": "cpu"}, dataset="v")
     with pytest.raises(InputError, match="dataset 'v', field 'embedder'.*input dimension"):
         e.embed(np.zeros((3, 5)))
 
@@ -169,20 +180,37 @@ def test_pca_matches_svd_and_sign_convention():
         make_embedder(EmbedderSpec(kind="pca", dim=9), fit_data=X, dataset="v")
 
 
-def test_resolve_device_fallback_warns_once(caplog):
-    if torch.cuda.is_available():
-        assert resolve_device("cuda").type == "cuda"
-        assert resolve_device("auto").type == "cuda"
-        return
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resolve_device_uses_cuda_when_present():
+    assert resolve_device("cuda").type == "cuda"
+    assert resolve_device("auto").type == "cuda"
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="the CPU fallback needs a machine without CUDA"
+)
+def test_resolve_device_fallback_is_one_visible_warning_per_device(caplog):
+    """``device: cuda`` and ``device: auto`` without a GPU both fall back to the CPU with ONE
+    FallbackWarning each per process (also logged at warning level); later calls are silent."""
     embedders._fallback_warned.clear()
-    with pytest.warns(FallbackWarning, match="CUDA is not available"):
-        assert resolve_device("cuda") == torch.device("cpu")
+    with caplog.at_level(logging.WARNING, logger="otaudit.data.embedders"):
+        with pytest.warns(FallbackWarning, match="CUDA is not available"):
+            assert resolve_device("cuda") == torch.device("cpu")
+        with pytest.warns(FallbackWarning, match="device: auto found no CUDA device"):
+            assert resolve_device("auto") == torch.device("cpu")
+    assert caplog.text.count("embedding on CPU") == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_device("cuda") == torch.device("cpu")  # said once only
-        with caplog.at_level(logging.INFO, logger="otaudit.data.embedders"):
-            assert resolve_device("auto") == torch.device("cpu")  # auto: no warning
-    assert "embedding on CPU" in caplog.text
+        assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_embedder_device_names_where_the_embedding_ran(ts_model):
+    path, _ = ts_model
+    assert embedders.embedder_device(make_embedder("identity")) == "cpu"
+    ts = make_embedder(EmbedderSpec(kind="torchscript", path=str(path), device="cpu"))
+    assert embedders.embedder_device(ts) == "cpu"
 
 
 gt = pytest.importorskip  # alias for readability below
@@ -205,7 +233,7 @@ def _minilm_dir():
 def test_sentence_transformers_local_model(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = EmbedderSpec(
-        kind="sentence-transformers", path=_minilm_dir(), device="cpu", batch_size=2
+        kind="sentence-transformers", path=_minilm_dir(), device="cpu", rows_per_batch=2
     )
     e = make_embedder(spec, dataset="text")
     texts = ["a cat sits on the mat", "a kitten is sitting on a rug", "stock prices fell today"]

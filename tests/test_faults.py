@@ -28,12 +28,12 @@ from otaudit.app.cli import app
 from otaudit.app.demo import demo_datasets
 from otaudit.audit.report import EXIT_OK, read_report
 from otaudit.data.readers import write_dataset_parquet
+from tests.helpers import CANARY_KEY, CANARY_SECRET
 
 N = 250  # points per dataset: a pair block takes a few tenths of a second on one core
 NAMES = ("vendor_a", "vendor_b", "vendor_noisy", "vendor_missing")
 MEASURES = "measures:\n  otdd: {inner: exact}\n  ot_bounds: {batch_size: 32, seed: 0}\n"
-KEY = "AKIAOTAUDITRELIABILITY"
-SECRET = "s3cr3t-otaudit-9f2c41d7"  # must never appear anywhere the audit writes or prints
+KEY, SECRET = CANARY_KEY, CANARY_SECRET  # must never appear anywhere the audit writes or prints
 
 
 def _lines(text: str) -> list[str]:
@@ -263,112 +263,170 @@ def _stop_moto(server) -> None:
     server._server.server_close()
 
 
-@pytest.mark.timeout(240)
-def test_s3_outage_mid_run_then_rerun_completes(tmp_path, dask_cluster, prefect_api_url):
-    """moto's S3 server (our own, fixed port) goes away for 4 s once the first embeddings
-    are cached, then comes back on the same port with its state (moto keeps objects in
-    process memory, not in the server object). The run either completes through retries or
-    fails with a one-line reason; no run prefix without ``_SUCCESS`` is ever read; the rerun
-    completes with the right values. Credentials appear nowhere."""
-    import boto3
+class _S3Lake:
+    """Three vendors on our own moto S3 server (fixed port, so it can be stopped and
+    restarted with its state: moto keeps objects in process memory, not in the server)."""
+
+    def __init__(self, tmp_path: Path):
+        import boto3
+
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.server = _start_moto(self.port)
+        self.s3 = boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET
+        )
+        self.bucket = f"outage-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.so = {
+            "key": KEY,
+            "secret": SECRET,
+            "client_kwargs": {"endpoint_url": self.endpoint},
+            "config_kwargs": {
+                "connect_timeout": 2, "read_timeout": 10, "retries": {"max_attempts": 3}
+            },
+        }  # fmt: skip
+        data = demo_datasets()
+        self.arrays, uris = {}, {}
+        for name in NAMES[:3]:
+            X, y = data[name]
+            self.arrays[name] = (X[:80], y[:80])
+            uris[name] = write_dataset_parquet(
+                f"s3://{self.bucket}/data", name, X[:80], y[:80], storage_options=self.so,
+                row_group_size=40,
+            )  # fmt: skip
+        self.manifest = _write_manifest(
+            tmp_path / "s3.yaml",
+            uris,
+            f"s3://{self.bucket}/audits",
+            f"storage_options: {json.dumps(self.so)}\n",
+        )
+
+    def first_embedding_cached(self) -> bool:
+        try:
+            r = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="audits/_cache/emb/")
+        except Exception:  # noqa: BLE001 - the server is ours; keep polling
+            return False
+        return r.get("KeyCount", 0) >= 1
+
+    def stop(self) -> None:
+        _stop_moto(self.server)
+
+    def restart(self) -> None:
+        self.server = _start_moto(self.port)
+
+    def keys(self, prefix: str) -> list[str]:
+        out = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix).get("Contents", [])
+        return [o["Key"] for o in out]
+
+    def published_runs(self) -> dict[str, set[str]]:
+        """Run prefix -> its files, for every run that has ``_SUCCESS``."""
+        keys = self.keys("audits/faults/")
+        runs = {k.split("/")[2] for k in keys}
+        files = {r: {k.split("/", 3)[3] for k in keys if k.split("/")[2] == r} for r in runs}
+        return {r: f for r, f in files.items() if "_SUCCESS" in f}
+
+
+def _outage_during_audit(lake: _S3Lake, dask_cluster: str, down_s: float | None):
+    """Run ``otaudit audit`` while the S3 server goes away once the first embeddings are
+    cached: for ``down_s`` seconds, or (None) until the audit has returned. Returns
+    ``(exit code, output, outage times)``."""
+    outage: dict[str, float] = {}
+    returned = threading.Event()
+
+    def chaos() -> None:
+        if _wait_for(lake.first_embedding_cached, 120, 0.05):
+            lake.stop()
+            outage["stopped"] = time.monotonic()
+            if down_s is None:
+                returned.wait(timeout=200)
+            else:
+                time.sleep(down_s)
+            lake.restart()
+            outage["restarted"] = time.monotonic()
+
+    t = threading.Thread(target=chaos, daemon=True)
+    t.start()
+    code, out = _cli(["audit", lake.manifest, "--dask-address", dask_cluster])
+    outage["returned"] = time.monotonic()
+    returned.set()
+    t.join(timeout=30)
+    assert "stopped" in outage and "restarted" in outage, "the outage never happened"
+    return code, out, outage
+
+
+def _rerun_completes_and_leaks_nothing(lake: _S3Lake, dask_cluster: str, *first_outputs: str):
+    """The rerun completes with the right values; credentials are in no object written,
+    console line, artifact or Prefect log."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import LogSort
 
     import otaudit
 
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = _start_moto(port)
-    s3 = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET
+    code2, out2 = _cli(["audit", lake.manifest, "--dask-address", dask_cluster])
+    assert code2 == EXIT_OK, out2
+    rep = read_report(f"s3://{lake.bucket}/audits/faults", lake.so)  # latest complete run
+    assert rep.uri.rstrip("/") == _report_uri(out2).rstrip("/")
+    assert all(r["status"] == "ok" for r in rep.pair_rows())
+    (Xa, ya), (Xb, yb) = lake.arrays["vendor_a"], lake.arrays["vendor_b"]
+    assert rep.value("vendor_a", "vendor_b", "otdd") == otaudit.otdd(Xa, ya, Xb, yb).value
+    for k in lake.keys("audits/"):
+        body = lake.s3.get_object(Bucket=lake.bucket, Key=k)["Body"].read()
+        assert SECRET.encode() not in body and KEY.encode() not in body, k
+    for text in (*first_outputs, out2, rep.summary):
+        assert SECRET not in text and KEY not in text
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(limit=200)
+        logs = client.read_logs(limit=200, sort=LogSort.TIMESTAMP_DESC)
+    assert arts and logs
+    blob = json.dumps([a.model_dump(mode="json") for a in arts]) + json.dumps(
+        [lg.model_dump(mode="json") for lg in logs]
     )
-    bucket = f"outage-{os.getpid()}"
-    s3.create_bucket(Bucket=bucket)
-    so = {
-        "key": KEY,
-        "secret": SECRET,
-        "client_kwargs": {"endpoint_url": endpoint},
-        "config_kwargs": {"connect_timeout": 2, "read_timeout": 10, "retries": {"max_attempts": 3}},
-    }
-    data = demo_datasets()
-    arrays = {}
-    uris = {}
-    for name in NAMES[:3]:
-        X, y = data[name]
-        arrays[name] = (X[:80], y[:80])
-        uris[name] = write_dataset_parquet(
-            f"s3://{bucket}/data", name, X[:80], y[:80], storage_options=so, row_group_size=40
-        )
-    manifest = _write_manifest(
-        tmp_path / "s3.yaml", uris, f"s3://{bucket}/audits", f"storage_options: {json.dumps(so)}\n"
-    )
-    outage: dict[str, float] = {}
+    assert SECRET not in blob and KEY not in blob
 
-    def chaos() -> None:
-        def cached() -> bool:
-            try:
-                r = s3.list_objects_v2(Bucket=bucket, Prefix="audits/_cache/emb/")
-            except Exception:  # noqa: BLE001 - the server is ours; keep polling
-                return False
-            return r.get("KeyCount", 0) >= 1
 
-        if _wait_for(cached, 120, 0.05):
-            _stop_moto(server)
-            outage["stopped"] = time.monotonic()
-            time.sleep(4)
-            holder["server"] = _start_moto(port)
-            outage["restarted"] = time.monotonic()
+REPORT_FILES = {"_SUCCESS", "pairs.parquet", "datasets.parquet", "summary.md", "heatmap.png"}
 
-    holder = {"server": server}
-    t = threading.Thread(target=chaos, daemon=True)
-    t.start()
+
+@pytest.mark.timeout(240)
+def test_s3_outage_shorter_than_a_retry_delay_completes(tmp_path, dask_cluster, prefect_api_url):
+    """The S3 server goes away for 0.3 s, well under ``config.TASK_RETRY_DELAY_S`` (1 s):
+    any task attempt that failed during the window is retried after the server is back,
+    so the run completes (exit 0) with every pair computed."""
+    from otaudit import config
+
+    assert config.TASK_RETRIES >= 1 and config.TASK_RETRY_DELAY_S >= 3 * 0.3
+    lake = _S3Lake(tmp_path)
     try:
-        code1, out1 = _cli(["audit", manifest, "--dask-address", dask_cluster])
-        t.join(timeout=30)
-        assert "stopped" in outage and "restarted" in outage, "the outage never happened"
-        # either the retries carried the run through, or it stopped with one line
-        assert code1 in (0, 1, 2), out1
-        if code1 == 1:
-            errs = [x for x in _lines(out1) if x.startswith("otaudit: error: ")]
-            assert len(errs) == 1 and "fix:" in errs[0], out1
-        assert "Traceback" not in out1
-
-        # no half-written report is readable: every listed run is complete or ignored
-        keys = [
-            o["Key"]
-            for o in s3.list_objects_v2(Bucket=bucket, Prefix="audits/faults/").get("Contents", [])
-        ]
-        runs = {k.split("/")[2] for k in keys}
-        for run in runs:
-            files = {k.split("/", 3)[3] for k in keys if k.split("/")[2] == run}
-            if "_SUCCESS" in files:
-                assert files == {
-                    "_SUCCESS", "pairs.parquet", "datasets.parquet", "summary.md", "heatmap.png"
-                }  # fmt: skip
-
-        code2, out2 = _cli(["audit", manifest, "--dask-address", dask_cluster])
-        assert code2 == EXIT_OK, out2
-        rep = read_report(f"s3://{bucket}/audits/faults", so)  # latest complete run
-        assert rep.uri.rstrip("/") == _report_uri(out2).rstrip("/")
-        assert all(r["status"] == "ok" for r in rep.pair_rows())
-        (Xa, ya), (Xb, yb) = arrays["vendor_a"], arrays["vendor_b"]
-        assert rep.value("vendor_a", "vendor_b", "otdd") == otaudit.otdd(Xa, ya, Xb, yb).value
-
-        # credentials: not in any object written, the console, artifacts or Prefect logs
-        for k in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]:
-            if k.startswith("audits/"):
-                body = s3.get_object(Bucket=bucket, Key=k)["Body"].read()
-                assert SECRET.encode() not in body and KEY.encode() not in body, k
-        for text in (out1, out2, rep.summary):
-            assert SECRET not in text and KEY not in text
-        with get_client(sync_client=True) as client:
-            arts = client.read_artifacts(limit=200)
-            logs = client.read_logs(limit=200, sort=LogSort.TIMESTAMP_DESC)
-        assert arts and logs
-        blob = json.dumps([a.model_dump(mode="json") for a in arts]) + json.dumps(
-            [lg.model_dump(mode="json") for lg in logs]
-        )
-        assert SECRET not in blob and KEY not in blob
+        code, out, outage = _outage_during_audit(lake, dask_cluster, down_s=0.3)
+        assert outage["restarted"] < outage["returned"], "the outage ended after the run"
+        assert code == EXIT_OK, out
+        rep = read_report(_report_uri(out), lake.so)
+        assert len(rep.pair_rows()) == 3 * 2 and all(r["status"] == "ok" for r in rep.pair_rows())
+        assert list(lake.published_runs().values()) == [REPORT_FILES]
+        _rerun_completes_and_leaks_nothing(lake, dask_cluster, out)
     finally:
-        _stop_moto(holder["server"])
+        _stop_moto(lake.server)
+
+
+@pytest.mark.timeout(240)
+def test_s3_outage_outlasting_the_retries_fails_in_one_line(
+    tmp_path, dask_cluster, prefect_api_url
+):
+    """The S3 server stays away from the first cached embedding until the audit returns:
+    the report cannot be published, so the run fails (exit 1) with ONE line naming the
+    store and a fix; no run prefix is published (nothing half-written is readable); the
+    rerun, with the server back, completes with the right values."""
+    lake = _S3Lake(tmp_path)
+    try:
+        code, out, _ = _outage_during_audit(lake, dask_cluster, down_s=None)
+        assert code == 1, out
+        errs = [x for x in _lines(out) if x.startswith("otaudit: error: ")]
+        assert len(errs) == 1 and "fix:" in errs[0], out
+        assert "Traceback" not in out
+        assert lake.published_runs() == {}
+        _rerun_completes_and_leaks_nothing(lake, dask_cluster, out)
+        assert list(lake.published_runs().values()) == [REPORT_FILES]
+    finally:
+        _stop_moto(lake.server)

@@ -23,7 +23,7 @@ def registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     data = demo_datasets()
     out = {}
-    for name in ("vendor_a", "vendor_flipped", "vendor_relabelled"):
+    for name in ("vendor_a", "vendor_flipped", "vendor_relabeled"):
         X, y = data[name]
         X, y = X[:N], y[:N]
         uri = write_dataset_parquet(str(root / "data"), name, X, y, row_group_size=40)
@@ -65,11 +65,11 @@ def test_flow_values_equal_direct_calls(registry, dask_cluster):
     rows = rep.pair_rows()
     assert len(rows) == 3 * 3 and {r["status"] for r in rows} == {"ok"}
     (_, Xa, ya), (_, Xf, yf) = ds["vendor_a"], ds["vendor_flipped"]
-    (_, Xr, yr) = ds["vendor_relabelled"]
+    (_, Xr, yr) = ds["vendor_relabeled"]
     direct = otaudit.otdd(Xa, ya, Xf, yf, inner="exact")
     assert rep.value("vendor_a", "vendor_flipped", "otdd") == direct.value
-    # renaming labels does not change OTDD: vendor_relabelled is vendor_a renamed
-    assert rep.value("vendor_a", "vendor_relabelled", "otdd") == 0.0
+    # renaming labels does not change OTDD: vendor_relabeled is vendor_a renamed
+    assert rep.value("vendor_a", "vendor_relabeled", "otdd") == 0.0
     b = otaudit.ot_bounds(
         Xa, Xf, batch_size=32, budget=None, partition="aligned", coupling="optimal", seed=0
     )
@@ -105,7 +105,7 @@ def test_threshold_exceeded_gives_exit_3(registry, dask_cluster):
     assert outcome["exit_code"] == EXIT_DRIFT
     flagged = {(a, b) for _, a, b, _, _ in outcome["flagged"]}
     assert ("vendor_a", "vendor_flipped") in flagged
-    assert ("vendor_a", "vendor_relabelled") not in flagged  # distance 0
+    assert ("vendor_a", "vendor_relabeled") not in flagged  # distance 0
 
 
 def test_one_bad_dataset_fails_only_its_pairs(registry, dask_cluster, tmp_path):
@@ -157,12 +157,12 @@ def test_screening_spends_otdd_on_the_nearest_pairs_only(registry, dask_cluster)
     assert all(not r["certified"] and r["upper"] is None for r in sliced.values())
     nearest = sorted(pairs, key=lambda p: (sliced[p]["value"], pairs.index(p)))[:2]
     assert set(otdd) == set(nearest)
-    assert ("vendor_a", "vendor_relabelled") in otdd  # renamed labels: estimate 0
-    # vendor_relabelled is vendor_a renamed, so (a, b) and (relabelled, b) tie exactly: the
+    assert ("vendor_a", "vendor_relabeled") in otdd  # renamed labels: estimate 0
+    # vendor_relabeled is vendor_a renamed, so (a, b) and (relabelled, b) tie exactly: the
     # earlier pair in manifest order is kept
     assert (
         sliced[("vendor_a", "vendor_b")]["value"]
-        == sliced[("vendor_relabelled", "vendor_b")]["value"]
+        == sliced[("vendor_relabeled", "vendor_b")]["value"]
     )
     assert ("vendor_a", "vendor_b") in otdd
     for p, r in otdd.items():

@@ -12,7 +12,7 @@ from otaudit.errors import InputError
 BASE = """
 name: nightly-registry
 output: s3://bucket/audits
-storage_options: {key: AKIAEXAMPLE, secret: TOPSECRET, client_kwargs: {endpoint_url: "http://127.0.0.1:9000"}}
+storage_options: {key: AKIAQ7ZC2M9XW4V0TEST, secret: sk-4f1b9e07c2d84a6f, client_kwargs: {endpoint_url: "http://127.0.0.1:9000"}}
 datasets:
   - {name: vendor_a, uri: s3://bucket/data/vendor_a.parquet, features: x, label: y, embedder: identity}
   - {name: vendor_b, uri: s3://bucket/data/vendor_b, features: [c1, c2]}
@@ -36,8 +36,20 @@ def test_spec_example_loads():
     assert gpu.measures.ot_bounds.block_solver == "auto"
     assert m.measures.selected == ["otdd", "ot_bounds"]
     assert m.shard_rows == config.SHARD_ROWS
-    assert m.datasets[0].embedder.batch_size == config.EMBED_BATCH
+    assert m.datasets[0].embedder.rows_per_batch == config.EMBED_ROWS_PER_BATCH
     assert m.dataset_storage_options("vendor_a")["client_kwargs"]["endpoint_url"].endswith("9000")
+
+
+def test_embedder_batch_size_is_a_deprecated_alias_of_rows_per_batch():
+    old = BASE.replace("embedder: identity}", "embedder: {kind: identity, batch_size: 64}}")
+    with pytest.warns(FutureWarning, match="`batch_size` is deprecated; write `rows_per_batch`"):
+        m = load_manifest(old)
+    assert m.datasets[0].embedder.rows_per_batch == 64
+    new = load_manifest(old.replace("batch_size: 64", "rows_per_batch: 64"))
+    assert new.datasets[0].embedder == m.datasets[0].embedder
+    both = old.replace("batch_size: 64", "batch_size: 64, rows_per_batch: 32")
+    with pytest.raises(InputError, match="both `batch_size` and `rows_per_batch`.*fix: keep"):
+        load_manifest(both)
 
 
 def test_defaults_minimal(tmp_path):
@@ -59,17 +71,19 @@ def test_defaults_minimal(tmp_path):
 
 
 def test_secrets_never_in_repr_or_redacted_dump(monkeypatch):
-    monkeypatch.setenv("OTAUDIT_TEST_SECRET", "FROMENV")
-    text = BASE.replace("secret: TOPSECRET", 'secret: "${OTAUDIT_TEST_SECRET}"')
+    monkeypatch.setenv("OTAUDIT_TEST_SECRET", "env-8d3c5a1e92f7b604")
+    text = BASE.replace("secret: sk-4f1b9e07c2d84a6f", 'secret: "${OTAUDIT_TEST_SECRET}"')
     m = load_manifest(text)
-    assert m.storage_options["secret"] == "FROMENV"  # expanded for fsspec
+    assert m.storage_options["secret"] == "env-8d3c5a1e92f7b604"  # expanded for fsspec
     for out in (repr(m), str(m), str(m.redacted())):
-        assert "FROMENV" not in out and "AKIAEXAMPLE" not in out
+        assert "env-8d3c5a1e92f7b604" not in out and "AKIAQ7ZC2M9XW4V0TEST" not in out
     red = m.redacted()
     assert red["storage_options"]["secret"] == "***"
     assert red["storage_options"]["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9000"
     with pytest.raises(InputError, match="OTAUDIT_MISSING_VAR is not set.*fix: export"):
-        load_manifest(BASE.replace("secret: TOPSECRET", 'secret: "${OTAUDIT_MISSING_VAR}"'))
+        load_manifest(
+            BASE.replace("secret: sk-4f1b9e07c2d84a6f", 'secret: "${OTAUDIT_MISSING_VAR}"')
+        )
 
 
 @pytest.mark.parametrize(

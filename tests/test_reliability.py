@@ -29,6 +29,7 @@ from otaudit.app.cli import app
 from otaudit.app.demo import demo_datasets
 from otaudit.audit.report import EXIT_PARTIAL, read_report
 from otaudit.data.readers import write_dataset_parquet
+from tests.helpers import CANARY_KEY, CANARY_SECRET, s3_options
 
 N = 60
 GOOD = ("good_a", "good_b", "single_row", "single_class", "dim3")
@@ -90,7 +91,7 @@ def registry(tmp_path_factory, s3_server):
     uris["corrupt"] = str(data / "corrupt.parquet")
     uris["missing_file"] = str(data / "does_not_exist.parquet")
     uris["no_bucket"] = "s3://no-such-bucket-otaudit/x.parquet"
-    s3_opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_server}}
+    s3_opts = s3_options(s3_server)
 
     lines = [f"name: badinput\noutput: {root / 'out'}\ndatasets:"]
     for name in (*GOOD, *BAD):
@@ -126,7 +127,7 @@ def test_bad_inputs_fail_only_their_own_pairs(registry, dask_cluster):
         assert f"dataset {name!r}" in line, line
         assert f"field {field!r}" in line, line
         assert needle in line and "fix:" in line, line
-        assert "testing" not in line  # the bucket's credentials are never printed
+        assert CANARY_SECRET not in line and CANARY_KEY not in line  # never printed
 
     report_uri = next(x for x in _lines(out) if x.startswith("report: "))[len("report: ") :]
     rep = read_report(report_uri)
@@ -141,7 +142,7 @@ def test_bad_inputs_fail_only_their_own_pairs(registry, dask_cluster):
         row = ds[name]
         assert row["status"] == "failed" and row["n_rows"] is None
         assert needle in row["error"] and f"field {field!r}" in row["error"]
-        assert "\n" not in row["error"] and "testing" not in row["error"]
+        assert "\n" not in row["error"] and CANARY_SECRET not in row["error"]
     assert ds["single_row"]["n_rows"] == 1 and ds["single_class"]["n_classes"] == 1
 
     # pairs.parquet: a pair fails iff one of its datasets failed, or the dimensions differ

@@ -234,3 +234,65 @@ def test_unknown_column_is_an_input_error():
     pairs, _ = _rows()
     with pytest.raises(Exception, match="unknown columns"):
         report.build_pairs_table([{**pairs[0], "surprise": 1}])
+
+
+def test_per_bound_certificates_keep_the_sliced_certified_lower_bound():
+    """Schema 2: each bound says whether it is a certificate. The sliced result's ``value``
+    is an estimate but its ``lower`` is certified (a max over frames of projected W2², each
+    a lower bound of OTDD²): the row keeps it, flagged, through the pair cache's JSON."""
+    from otaudit.core.sliced import sliced_otdd
+
+    est = sliced_otdd([[0.0], [1.0]], None, [[0.5], [3.0]], None, n_projections=4)
+    record = report.result_record(est)  # what the pair cache stores
+    for result in (est, record):
+        row = report.pair_row(
+            run_id="r", dataset_a="a", dataset_b="b", measure="sliced", result=result,
+            n_a=2, n_b=2, code_version=CODE,
+        )  # fmt: skip
+        assert row["lower"] == est.lower and row["lower_certified"] is True
+        assert row["upper"] is None and row["upper_certified"] is False
+        assert row["certified"] is False and row["kind"] == "estimate"
+    exact, _ = _rows()
+    assert [r["kind"] for r in exact] == ["exact"] * 3 + ["bracketed"]
+    assert all(r["lower_certified"] and r["upper_certified"] for r in exact)
+    # the W2 exact route of ot_bounds: lower == upper, both certified
+    tbl = report.build_pairs_table(exact)
+    assert tbl.schema.metadata[b"otaudit.schema_version"] == str(report.SCHEMA_VERSION).encode()
+
+
+def test_reads_a_v1_report_and_derives_its_certificates(tmp_path):
+    """A schema-1 report (one ``certified`` flag per row, no ``device``) reads with both
+    certificate columns equal to ``certified``, ``kind`` derived, ``device`` null."""
+    pairs, ds = _rows("r1")
+    v2_only = {"lower_certified", "upper_certified", "kind"}
+    v1_pairs = pa.table(
+        {c: [r[c] for r in pairs] for c in report.PAIRS_SCHEMA.names if c not in v2_only}
+    )
+    v1_ds = pa.table(
+        {c: [r.get(c) for r in ds] for c in report.DATASETS_SCHEMA.names if c != "device"}
+    )
+    meta = {b"otaudit.schema_version": b"1"}
+    run = tmp_path / "reg" / "run=r1"
+    run.mkdir(parents=True)
+    pq.write_table(v1_pairs.replace_schema_metadata(meta), run / "pairs.parquet")
+    pq.write_table(v1_ds.replace_schema_metadata(meta), run / "datasets.parquet")
+    (run / "summary.md").write_text("v1")
+    (run / "_SUCCESS").write_text("{}")
+    rep = report.read_report(str(run))
+    assert rep.schema_version == 1 and rep.pairs.schema.names == report.PAIRS_SCHEMA.names
+    rows = rep.pair_rows()
+    assert [r["kind"] for r in rows] == ["exact"] * 3 + ["bracketed"]
+    assert all(r["lower_certified"] is True and r["upper_certified"] is True for r in rows)
+    assert {r["device"] for r in rep.dataset_rows()} == {None}
+
+
+def test_summary_calls_gaussian_inner_otdd_exact_for_the_gaussian_label_cost():
+    pairs, ds = _rows()
+    gauss = [
+        {**r, "params": '{"inner": "gaussian"}', "method": "otdd-gaussian"}
+        for r in pairs
+        if r["measure"] == "otdd"
+    ]
+    md = report.render_summary(name="reg", run_id="r1", pair_rows=gauss, dataset_rows=ds)
+    assert "3 OTDD result(s) with `inner: gaussian` are exact for the Gaussian label cost" in md
+    assert "every computed value is exact" not in md

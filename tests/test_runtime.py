@@ -57,3 +57,52 @@ def test_local_cluster_workers_get_distinct_gpus(dask_cluster):
     assert sorted(k for k, _ in got) == [0, 1]
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert all(d.startswith(expected) for _, d in got)
+
+
+# --- one task per unit of work, retried on storage errors ------------------------------------
+
+
+def test_outside_a_task_run_nothing_is_retried():
+    from otaudit.errors import StorageError
+    from otaudit.tasks.retry import attempts_left, reraise_for_retry
+
+    assert attempts_left() == 0
+    assert reraise_for_retry(StorageError("s3 down; fix: wait")) is False
+
+
+def test_one_task_retries_storage_errors_then_returns_its_failure(prefect_harness):
+    """The pattern of every task (real Prefect engine, in-process): a StorageError is
+    re-raised while attempts are left (Prefect retries the same task run); on the last
+    attempt — or at once for bad input — the failure is RETURNED, so the flow goes on."""
+    from prefect import flow, task
+
+    from otaudit.errors import InputError, StorageError, describe_error
+    from otaudit.tasks.retry import is_transient, reraise_for_retry
+
+    calls: list[str] = []
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=is_transient)
+    def unit(name: str, n_storage_failures: int, bad_input: bool = False) -> str:
+        calls.append(name)
+        try:
+            if bad_input:
+                raise InputError("bad column", dataset=name, field="features", fix="rename it")
+            if calls.count(name) <= n_storage_failures:
+                raise StorageError(f"storage down for {name}; fix: retry later")
+            return "ok"
+        except Exception as e:  # noqa: BLE001 - the tasks' own pattern
+            if reraise_for_retry(e):
+                raise
+            return f"failed: {describe_error(e)}"
+
+    @flow
+    def compose() -> list[str]:
+        return [unit("flaky", 2), unit("down", 9), unit("bad", 0, bad_input=True)]
+
+    assert compose() == [
+        "ok",
+        "failed: storage down for down; fix: retry later",
+        "failed: dataset 'bad', field 'features': bad column; fix: rename it",
+    ]
+    assert calls.count("flaky") == 3 and calls.count("down") == 3  # 1 try + 2 retries
+    assert calls.count("bad") == 1  # bad input is not retried

@@ -142,7 +142,8 @@ def run_audit(
     Environment (from :func:`otaudit.config.load_settings` unless ``settings`` is given):
     the Prefect API (``OTAUDIT_PREFECT_API_URL``/``PREFECT_API_URL``, else a temporary local
     server), the Dask scheduler (``dask_address``/``OTAUDIT_DASK_ADDRESS``, else a
-    LocalCluster of ``n_workers`` x ``threads_per_worker``).
+    LocalCluster of ``n_workers`` x ``threads_per_worker``), whether the cache is read
+    (``use_cache``, else ``OTAUDIT_CACHE``, default true).
 
     Raises:
         InputError: bad manifest. StorageError: output store unreachable.
@@ -209,7 +210,7 @@ def _run_cli(
     manifest: str,
     out: str | None,
     dask_address: str | None,
-    use_cache: bool,
+    use_cache: bool | None,
     progress: bool,
     debug: bool,
 ) -> dict[str, Any]:
@@ -236,7 +237,9 @@ def audit(
     dask_address: str | None = typer.Option(
         None, "--dask-address", help="Existing Dask scheduler, e.g. tcp://host:8786."
     ),
-    cache: bool = typer.Option(True, "--cache/--no-cache", help="Read the cache."),
+    cache: bool | None = typer.Option(
+        None, "--cache/--no-cache", help="Read the cache (default: OTAUDIT_CACHE, else true)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's console logs."),
     debug: bool = typer.Option(False, "--debug", help="Traceback on unexpected errors."),
@@ -264,7 +267,7 @@ def demo(
     mpath = target / "manifest.yaml"
     mpath.write_text(demo_manifest(target, paths), encoding="utf-8")
     typer.echo(f"demo data: {target / 'data'} ({len(paths)} vendors); manifest: {mpath}")
-    outcome = _run_cli(str(mpath), None, None, True, sys.stderr.isatty(), False)
+    outcome = _run_cli(str(mpath), None, None, None, sys.stderr.isatty(), False)
     code = _report_outcome(outcome)
     typer.echo("")
     typer.echo("\n".join(outcome["summary"].splitlines()[:lines]))

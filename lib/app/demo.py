@@ -8,7 +8,7 @@ Vendors (8x8 digit images, 64 features, labels 0-9):
 - ``vendor_noisy``: ``vendor_b`` plus Gaussian pixel noise (``config.DEMO_NOISE_STD``).
 - ``vendor_flipped``: ``vendor_a`` with every image mirrored left-right (covariate shift).
 - ``vendor_missing``: ``vendor_b`` without the classes 7, 8 and 9 (label shift).
-- ``vendor_relabelled``: ``vendor_a`` with the labels renamed through a permutation, as
+- ``vendor_relabeled``: ``vendor_a`` with the labels renamed through a permutation, as
   strings (``"digit-k"``). OTDD is invariant to renaming labels: its distance to
   ``vendor_a`` is exactly 0 — the near-duplicate the summary points out.
 
@@ -18,13 +18,11 @@ The manifest flags pairs with OTDD above ``config.DEMO_OTDD_THRESHOLD`` (the mir
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import config
+from ..data.parquet import write_dataset_parquet
 
 __all__ = ["VENDORS", "demo_datasets", "write_demo", "demo_manifest"]
 
@@ -34,7 +32,7 @@ VENDORS = (
     "vendor_noisy",
     "vendor_flipped",
     "vendor_missing",
-    "vendor_relabelled",
+    "vendor_relabeled",
 )
 
 
@@ -53,37 +51,25 @@ def demo_datasets(seed: int = config.DEMO_SEED) -> dict[str, tuple[np.ndarray, n
     flipped = Xa.reshape(-1, 8, 8)[:, :, ::-1].reshape(-1, 64).copy()
     keep = yb < 7
     rename = rng.permutation(10)
-    relabelled = np.array([f"digit-{rename[k]}" for k in ya])
+    relabeled = np.array([f"digit-{rename[k]}" for k in ya])
     return {
         "vendor_a": (Xa, ya),
         "vendor_b": (Xb, yb),
         "vendor_noisy": (noisy, yb),
         "vendor_flipped": (flipped, ya),
         "vendor_missing": (Xb[keep], yb[keep]),
-        "vendor_relabelled": (Xa, relabelled),
+        "vendor_relabeled": (Xa, relabeled),
     }
 
 
-def parquet_table(X: np.ndarray, y: np.ndarray | None) -> pa.Table:
-    """A table with a fixed-size-list feature column ``x`` and (optionally) a label ``y``."""
-    X = np.ascontiguousarray(X)
-    flat = pa.array(X.reshape(-1), type=pa.from_numpy_dtype(X.dtype))
-    cols: dict[str, Any] = {"x": pa.FixedSizeListArray.from_arrays(flat, X.shape[1])}
-    if y is not None:
-        cols["y"] = pa.array(y.tolist())
-    return pa.table(cols)
-
-
 def write_demo(out: str | Path, seed: int = config.DEMO_SEED) -> dict[str, Path]:
-    """Write every vendor as ``<out>/data/<name>.parquet``; returns their paths."""
+    """Write every vendor as ``<out>/data/<name>.parquet`` (columns ``features``, ``label``;
+    :func:`otaudit.data.parquet.write_dataset_parquet`); returns their paths."""
     data = Path(out) / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, (X, y) in demo_datasets(seed).items():
-        p = data / f"{name}.parquet"
-        pq.write_table(parquet_table(X, y), p)
-        paths[name] = p
-    return paths
+    return {
+        name: Path(write_dataset_parquet(str(data), name, X, y))
+        for name, (X, y) in demo_datasets(seed).items()
+    }
 
 
 def demo_manifest(
@@ -99,7 +85,7 @@ def demo_manifest(
         "name": "digits-vendors",
         "output": str(Path(out).resolve() / "reports"),
         "datasets": [
-            {"name": n, "uri": str(p.resolve()), "features": "x", "label": "y"}
+            {"name": n, "uri": str(p.resolve()), "features": "features", "label": "label"}
             for n, p in paths.items()
         ],
         "measures": {"otdd": {"inner": "exact"}, "ot_bounds": {"batch_size": 128}},

@@ -15,9 +15,15 @@ Schema versions (stored in the Parquet metadata under ``otaudit.schema_version``
   one-line reason of a failed pair, else null), ``cached`` (the pair result came from the
   cache). ``datasets``: ``status``, ``error``, ``cache_hit`` (embeddings and statistics were
   read from the cache), ``embed_seconds``, ``stats_seconds``, ``labeled``.
+- ``2``: additive columns. ``pairs``: ``lower_certified`` / ``upper_certified`` (each bound is
+  a certificate: a feasible dual below, a feasible plan above; the sliced rows' ``lower`` is
+  certified while their ``value`` is an estimate) and ``kind`` (``exact`` | ``bracketed`` |
+  ``estimate``). ``datasets``: ``device`` (where the dataset was embedded: ``cpu``,
+  ``cuda:0``, ...).
 
 :func:`read_report` reads every version and upgrades older tables to the current schema
-(missing additive columns get their neutral value: ``status="ok"``, nulls, ``False``).
+(missing additive columns get their neutral value: ``status="ok"``, nulls, ``False``; a
+version-1 table's certificate columns are derived from its ``certified`` column).
 
 Exit codes of an audit (:func:`assess`): ``0`` all pairs computed, none above a threshold;
 ``3`` a pair's distance exceeds its measure's threshold (drift); ``2`` partial: at least one
@@ -27,11 +33,10 @@ or the run could not start: bad manifest, unreachable storage). Precedence: 1 > 
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -41,7 +46,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import config
-from ..errors import InputError, StorageError
+from ..data.storage import SUCCESS
+from ..errors import StorageError
+from .heatmap import distance, distance_matrix, measure_label, measures_of, render_heatmap
+from .tables import (
+    DATASETS_CONTRACT,
+    DATASETS_SCHEMA,
+    PAIRS_CONTRACT,
+    PAIRS_SCHEMA,
+    SCHEMA_VERSION,
+    build_datasets_table,
+    build_pairs_table,
+    parquet_bytes,
+    result_kind,
+    schema_version,
+    upgrade,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -57,6 +77,8 @@ __all__ = [
     "Report",
     "new_run_id",
     "pair_row",
+    "result_record",
+    "result_kind",
     "failed_pair_row",
     "build_pairs_table",
     "build_datasets_table",
@@ -69,71 +91,10 @@ __all__ = [
     "latest_run",
 ]
 
-SCHEMA_VERSION: int = config.REPORT_SCHEMA_VERSION
-_META_KEY = b"otaudit.schema_version"
-SUCCESS = "_SUCCESS"
-
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_PARTIAL = 2
 EXIT_DRIFT = 3
-
-#: SPEC.md section 3 columns, in order (schema version 0).
-PAIRS_CONTRACT: tuple[str, ...] = (
-    "run_id", "dataset_a", "dataset_b", "measure", "value", "lower", "upper", "gap_rel",
-    "certified", "method", "n_a", "n_b", "n_solves", "seconds", "params", "code_version",
-)  # fmt: skip
-DATASETS_CONTRACT: tuple[str, ...] = (
-    "run_id", "dataset", "uri", "fingerprint", "n_rows", "n_classes", "dim", "embedder",
-    "seconds",
-)  # fmt: skip
-
-PAIRS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("dataset_a", pa.string()),
-        ("dataset_b", pa.string()),
-        ("measure", pa.string()),
-        ("value", pa.float64()),
-        ("lower", pa.float64()),
-        ("upper", pa.float64()),
-        ("gap_rel", pa.float64()),
-        ("certified", pa.bool_()),
-        ("method", pa.string()),
-        ("n_a", pa.int64()),
-        ("n_b", pa.int64()),
-        ("n_solves", pa.int64()),
-        ("seconds", pa.float64()),
-        ("params", pa.string()),
-        ("code_version", pa.string()),
-        # --- version 1 (additive) ---
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("cached", pa.bool_()),
-    ]
-)
-DATASETS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("dataset", pa.string()),
-        ("uri", pa.string()),
-        ("fingerprint", pa.string()),
-        ("n_rows", pa.int64()),
-        ("n_classes", pa.int64()),
-        ("dim", pa.int64()),
-        ("embedder", pa.string()),
-        ("seconds", pa.float64()),
-        # --- version 1 (additive) ---
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("cache_hit", pa.bool_()),
-        ("embed_seconds", pa.float64()),
-        ("stats_seconds", pa.float64()),
-        ("labeled", pa.bool_()),
-    ]
-)
-#: Neutral values of the additive columns when reading an older table.
-_UPGRADE_DEFAULTS: dict[str, Any] = {"status": "ok", "cached": False, "cache_hit": False}
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -169,17 +130,21 @@ def pair_row(
 
     Non-finite bounds (no certificate) are stored as null; ``params`` as a JSON string.
     """
-    r = result if isinstance(result, Mapping) else result.to_dict()
+    r = result if isinstance(result, Mapping) else result_record(result)
+    lower, upper = _finite_or_none(r["lower"]), _finite_or_none(r["upper"])
+    certified = bool(r["certified"])
+    lower_cert = bool(r.get("lower_certified", certified)) and lower is not None
+    upper_cert = bool(r.get("upper_certified", certified)) and upper is not None
     return {
         "run_id": run_id,
         "dataset_a": dataset_a,
         "dataset_b": dataset_b,
         "measure": measure,
         "value": float(r["value"]),
-        "lower": _finite_or_none(r["lower"]),
-        "upper": _finite_or_none(r["upper"]),
+        "lower": lower,
+        "upper": upper,
         "gap_rel": _finite_or_none(r["gap_rel"]),
-        "certified": bool(r["certified"]),
+        "certified": certified,
         "method": str(r["method"]),
         "n_a": int(n_a),
         "n_b": int(n_b),
@@ -190,7 +155,30 @@ def pair_row(
         "status": "ok",
         "error": None,
         "cached": bool(cached),
+        "lower_certified": lower_cert,
+        "upper_certified": upper_cert,
+        "kind": r.get("kind") or result_kind(lower_cert, upper_cert, lower, upper),
     }
+
+
+def result_record(res: Any) -> dict[str, Any]:
+    """An :class:`~otaudit.OTResult` as the plain-JSON dict the pair cache stores and
+    :func:`pair_row` reads: ``to_dict()`` without ``extra``, plus per-bound certificates.
+
+    Written for both shapes of ``OTResult``: one with ``lower_certified`` /
+    ``upper_certified`` / ``kind`` attributes, and one with only ``certified`` (then a
+    sliced result's ``extra["lower_is_certified"]`` says that its lower bound is certified).
+    """
+    d = {k: v for k, v in res.to_dict().items() if k != "extra"}
+    extra = getattr(res, "extra", None) or {}
+    certified = bool(res.certified)
+    lower_cert = getattr(res, "lower_certified", certified or bool(extra.get("lower_is_certified")))
+    d["lower_certified"] = bool(lower_cert)
+    d["upper_certified"] = bool(getattr(res, "upper_certified", certified))
+    kind = getattr(res, "kind", None)
+    if kind is not None:
+        d["kind"] = str(kind)
+    return json.loads(json.dumps(d, default=str))
 
 
 def failed_pair_row(
@@ -226,34 +214,10 @@ def failed_pair_row(
         "status": "failed",
         "error": " ".join(str(error).split()),
         "cached": False,
+        "lower_certified": None,
+        "upper_certified": None,
+        "kind": None,
     }
-
-
-def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str) -> pa.Table:
-    cols: dict[str, list[Any]] = {f.name: [] for f in schema}
-    for i, row in enumerate(rows):
-        extra = set(row) - set(cols)
-        if extra:
-            raise InputError(
-                f"row {i} has unknown columns {sorted(extra)}",
-                field=what,
-                fix=f"add them to the {what} schema (a versioned, additive change)",
-            )
-        for name in cols:
-            cols[name].append(row.get(name))
-    arrays = [pa.array(cols[f.name], type=f.type) for f in schema]
-    meta = {_META_KEY: str(SCHEMA_VERSION).encode()}
-    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
-
-
-def build_pairs_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """``pairs.parquet`` as a pyarrow Table (current schema, version in the metadata)."""
-    return _table(rows, PAIRS_SCHEMA, "pairs")
-
-
-def build_datasets_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """``datasets.parquet`` as a pyarrow Table (current schema, version in the metadata)."""
-    return _table(rows, DATASETS_SCHEMA, "datasets")
 
 
 # --------------------------------------------------------------------------- assessment
@@ -271,10 +235,6 @@ class Assessment:
     n_pairs_ok: int = 0
 
 
-def _distance(value: float | None) -> float | None:
-    return None if value is None else math.sqrt(max(float(value), 0.0))
-
-
 def assess(
     pair_rows: Sequence[Mapping[str, Any]],
     dataset_rows: Sequence[Mapping[str, Any]],
@@ -288,7 +248,7 @@ def assess(
     flagged = []
     for r in ok:
         lim = thresholds.get(r["measure"])
-        d = _distance(r["value"])
+        d = distance(r["value"])
         if lim is not None and d is not None and d > lim:
             flagged.append({**r, "distance": d, "threshold": float(lim)})
     if pair_rows and not ok or (not pair_rows and failed_ds):
@@ -305,30 +265,10 @@ def assess(
 # --------------------------------------------------------------------------- summary
 
 
-def _matrix(rows: Iterable[Mapping[str, Any]], names: Sequence[str], measure: str) -> np.ndarray:
-    """Symmetric ``[N, N]`` distance matrix (``nan`` = not computed; 0 on the diagonal)."""
-    idx = {n: i for i, n in enumerate(names)}
-    M = np.full((len(names), len(names)), np.nan)
-    np.fill_diagonal(M, 0.0)
-    for r in rows:
-        if r["measure"] != measure or r.get("status", "ok") != "ok":
-            continue
-        i, j = idx.get(r["dataset_a"]), idx.get(r["dataset_b"])
-        if i is None or j is None:
-            continue
-        M[i, j] = M[j, i] = _distance(r["value"])
-    return M
-
-
 def _fmt(x: float | None, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "—"
     return f"{x:.{digits}g}"
-
-
-def _measure_label(measure: str) -> str:
-    """What ``sqrt(value)`` of a measure is, for headings and plot titles."""
-    return {"otdd": "OTDD", "sliced": "sliced estimate"}.get(measure, "W2")
 
 
 def _screening_lines(
@@ -357,18 +297,22 @@ def _screening_lines(
     )
     out.append("")
     for a, b in kept:
-        out.append(f"- `{a}` – `{b}` ({_fmt(_distance(estimate.get((a, b))), 3)})")
+        out.append(f"- `{a}` – `{b}` ({_fmt(distance(estimate.get((a, b))), 3)})")
     if not kept:
         out.append("- none")
     out.append("")
     return out
 
 
-def _measures(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in rows:
-        seen.setdefault(r["measure"], None)
-    return list(seen)
+def _gaussian_inner(row: Mapping[str, Any]) -> bool:
+    """Whether an OTDD row used the Gaussian (Bures-Wasserstein) label cost."""
+    if row.get("measure") != "otdd":
+        return False
+    try:
+        params = json.loads(row.get("params") or "{}")
+    except ValueError:
+        params = {}
+    return params.get("inner") == "gaussian" or "gaussian" in str(row.get("method", ""))
 
 
 def render_summary(
@@ -401,12 +345,12 @@ def render_summary(
     out.append("")
     if screening is not None:
         out += _screening_lines(screening, pair_rows)
-    for m in _measures(pair_rows):
-        M = _matrix(pair_rows, names, m)
+    for m in measures_of(pair_rows):
+        M = distance_matrix(pair_rows, names, m)
         if m == "sliced":
             out += [f"## {m}: sliced estimate of the distance (sqrt of value; not a bound)", ""]
         else:
-            out += [f"## {m}: {_measure_label(m)} distance (sqrt of value)", ""]
+            out += [f"## {m}: {measure_label(m)} distance (sqrt of value)", ""]
         out.append("| | " + " | ".join(f"`{n}`" for n in names) + " |")
         out.append("|---" * (len(names) + 1) + "|")
         for i, n in enumerate(names):
@@ -474,17 +418,26 @@ def render_summary(
                 f"{_fmt(r['gap_rel'], 3)} | {r['method']} |"
             )
     elif certified or not estimates:
-        ok_methods = sorted({str(r["method"]) for r in certified if r.get("status") == "ok"})
-        out.append(
-            "every computed value is exact (lower = value = upper; methods: "
-            + (", ".join(ok_methods) or "—")
-            + ")"
-        )
+        gauss = [r for r in certified if _gaussian_inner(r)]
+        plain = [r for r in certified if not _gaussian_inner(r)]
+        if plain or not gauss:
+            ok_methods = sorted({str(r["method"]) for r in plain if r.get("status") == "ok"})
+            out.append(
+                f"every computed value{' other than those below' if gauss else ''} is exact "
+                "(lower = value = upper; methods: " + (", ".join(ok_methods) or "—") + ")"
+            )
+        if gauss:
+            out.append(
+                f"{len(gauss)} OTDD result(s) with `inner: gaussian` are exact for the Gaussian "
+                "label cost (lower = value = upper for that cost: the label distance is the "
+                "Bures-Wasserstein distance between per-class Gaussian fits, not the OT between "
+                "the class point clouds)"
+            )
     else:
         out.append("no certified measure was computed (only estimates, below)")
     out.append("")
     if estimates:
-        est_measures = ", ".join(_measures(estimates))
+        est_measures = ", ".join(measures_of(estimates))
         est_methods = ", ".join(sorted({str(r["method"]) for r in estimates}))
         out += [
             "## Estimates (not bounds)",
@@ -513,49 +466,7 @@ def render_summary(
     return "\n".join(out)
 
 
-def render_heatmap(
-    *, pair_rows: Sequence[Mapping[str, Any]], names: Sequence[str], title: str = ""
-) -> bytes:
-    """PNG bytes: one annotated distance heatmap per measure (matplotlib, Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    measures = _measures(pair_rows) or ["otdd"]
-    n = max(len(names), 1)
-    size = 1.2 + 0.55 * n
-    fig = Figure(figsize=(size * len(measures) + 1.0, size + 0.8), dpi=100)
-    FigureCanvasAgg(fig)
-    for k, m in enumerate(measures):
-        ax = fig.add_subplot(1, len(measures), k + 1)
-        M = _matrix(pair_rows, names, m)
-        im = ax.imshow(np.ma.masked_invalid(M), cmap="viridis")
-        ax.set_xticks(range(len(names)), labels=list(names), rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(len(names)), labels=list(names), fontsize=8)
-        ax.set_title(f"{m} ({_measure_label(m)})", fontsize=10)
-        finite = M[np.isfinite(M)]
-        hi = float(finite.max()) if finite.size else 1.0
-        for i in range(len(names)):
-            for j in range(len(names)):
-                v = M[i, j]
-                txt = "×" if not np.isfinite(v) else f"{v:.2g}"
-                color = "white" if np.isfinite(v) and v < 0.5 * hi else "black"
-                ax.text(j, i, txt, ha="center", va="center", fontsize=7, color=color)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 # --------------------------------------------------------------------------- I/O
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
 
 
 def report_files(
@@ -567,8 +478,8 @@ def report_files(
 ) -> dict[str, bytes]:
     """The files of one report run (without ``_SUCCESS``: ``publish_dir`` writes it last)."""
     files = {
-        "pairs.parquet": _parquet_bytes(pairs),
-        "datasets.parquet": _parquet_bytes(datasets),
+        "pairs.parquet": parquet_bytes(pairs),
+        "datasets.parquet": parquet_bytes(datasets),
         "summary.md": summary.encode("utf-8"),
     }
     if heatmap_png is not None:
@@ -608,31 +519,6 @@ class Report:
         raise KeyError(f"no {measure} row for pair ({a!r}, {b!r}) in {self.uri}")
 
 
-def _schema_version(table: pa.Table) -> int:
-    meta = table.schema.metadata or {}
-    raw = meta.get(_META_KEY)
-    return int(raw.decode()) if raw is not None else 0
-
-
-def _upgrade(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Add the additive columns an older table lacks (neutral values), current order first."""
-    n = table.num_rows
-    cols, fields = [], []
-    for f in schema:
-        if f.name in table.column_names:
-            col = table.column(f.name)
-            cols.append(col.cast(f.type) if col.type != f.type else col)
-        else:
-            default = _UPGRADE_DEFAULTS.get(f.name)
-            cols.append(pa.array([default] * n, type=f.type))
-        fields.append(f)
-    for name in table.column_names:  # columns of a newer writer are kept, not dropped
-        if name not in schema.names:
-            cols.append(table.column(name))
-            fields.append(table.schema.field(name))
-    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=table.schema.metadata))
-
-
 def latest_run(store: Any) -> str | None:
     """Name (``run=<id>``) of the newest *complete* run under an audit prefix, or None."""
     try:
@@ -670,9 +556,9 @@ def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> R
         store = store.child(run)
     pairs_raw = pq.read_table(pa.BufferReader(store.read_bytes("pairs.parquet")))
     ds_raw = pq.read_table(pa.BufferReader(store.read_bytes("datasets.parquet")))
-    version = _schema_version(pairs_raw)
-    pairs = _upgrade(pairs_raw, PAIRS_SCHEMA)
-    datasets = _upgrade(ds_raw, DATASETS_SCHEMA)
+    version = schema_version(pairs_raw)
+    pairs = upgrade(pairs_raw, PAIRS_SCHEMA)
+    datasets = upgrade(ds_raw, DATASETS_SCHEMA)
     summary = store.read_bytes("summary.md").decode("utf-8")
     base = store.uri.rstrip("/").rsplit("/", 1)[-1]
     run_id = base[len("run=") :] if base.startswith("run=") else base

@@ -2,9 +2,15 @@
 
 Entries live under ``<output>/_cache/<kind>/<key>.npz`` (arrays) or ``.json``, written
 atomically through :class:`~otaudit.data.storage.Store`.  Keys are sha256 digests of the
-caller's parts (dataset fingerprint, embedder id, ...) plus the cache layout version
-(``config.CACHE_VERSION``) and the code version (``otaudit.__version__``), so a scheduled
-re-run recomputes only what changed.
+caller's parts (dataset fingerprint, embedder id, ...) and the cache layout version
+(``config.CACHE_VERSION``), so a scheduled re-run recomputes only what changed.
+
+The cache can never serve numbers from older code: the key policy below
+(:func:`embedding_key`, :func:`stats_key`, :func:`pair_key`) adds the
+:func:`code_fingerprint` of what determines each object — the sha256 of the source of the
+modules that compute it (read once per process) and the current values of the config
+sections it depends on (:data:`CODE_OF`). Edit a numeric module or change a constant and
+the next audit recomputes.
 
 A missing entry is a miss (``None``).  A corrupt entry (truncated, not an .npz, bad JSON)
 is also a miss: a warning is logged and the next ``put`` overwrites it; it never fails an
@@ -21,21 +27,100 @@ import json
 import logging
 import re
 import zipfile
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import __version__, config
+from .. import config
 from ..errors import InputError, StorageError
 from .storage import Store
 
-__all__ = ["Cache", "CACHE_DIR"]
+__all__ = [
+    "Cache",
+    "CACHE_DIR",
+    "CODE_OF",
+    "code_fingerprint",
+    "embedding_key",
+    "stats_key",
+    "pair_key",
+]
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "_cache"
 _KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{16,128}$")
+
+
+#: The package's source root (``lib/``): fingerprints read files below it, import nothing.
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+#: What determines each kind of cached object: source files or folders (relative to the
+#: package) and the config sections (``config.NUMERICS`` ...) whose values it depends on.
+CODE_OF: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "emb": (
+        ("data/readers.py", "data/formats.py", "data/embedders.py", "data/embedding.py"),
+        ("DATA",),
+    ),
+    "stats": (
+        ("dataset_distance/stats.py", "dataset_distance/labels.py", "core"),
+        ("NUMERICS",),
+    ),
+    "pair": (("core", "dataset_distance", "audit/measures.py"), ("NUMERICS",)),
+}
+
+
+@cache
+def _source_digest(paths: tuple[str, ...]) -> str:
+    """sha256 over the (relative path, bytes) of every ``.py`` file of ``paths`` — once per
+    process and set of paths."""
+    files: list[Path] = []
+    for rel in paths:
+        p = _PACKAGE_DIR / rel
+        files.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p])
+    h = hashlib.sha256()
+    for f in files:
+        if "__pycache__" in f.parts:
+            continue
+        data = f.read_bytes()
+        for part in (f.relative_to(_PACKAGE_DIR).as_posix().encode(), data):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+    return h.hexdigest()
+
+
+def code_fingerprint(kind: str) -> str:
+    """The fingerprint of the code and config that determine a cached ``kind`` (a key of
+    :data:`CODE_OF`): source digest (memoised) + the config sections' current values."""
+    paths, sections = CODE_OF[kind]
+    values = json.dumps(config.section_values(*sections), sort_keys=True, default=repr)
+    return hashlib.sha256(f"{_source_digest(paths)}|{values}".encode()).hexdigest()
+
+
+def embedding_key(cache: Cache, fingerprint: str, embedder_id: str) -> str:
+    """Key of a dataset's embeddings: its content fingerprint, the embedder id (model bytes
+    included), the reading/embedding code."""
+    return cache.key("emb", fingerprint, embedder_id, code_fingerprint("emb"))
+
+
+def stats_key(cache: Cache, emb_key: str, inner: str, self_tables: bool) -> str:
+    """Key of a dataset's statistics: its embeddings, the label costs prepared, the code."""
+    return cache.key("stats", emb_key, inner, str(self_tables), code_fingerprint("stats"))
+
+
+def pair_key(cache: Cache, measure: str, params: dict[str, Any], emb_a: str, emb_b: str) -> str:
+    """Key of one pair's result: the measure, its manifest parameters, both embeddings and
+    the code of the measures."""
+    return cache.key(
+        "pair",
+        measure,
+        json.dumps(params, sort_keys=True),
+        emb_a,
+        emb_b,
+        code_fingerprint("pair"),
+    )
 
 
 class Cache:
@@ -47,10 +132,10 @@ class Cache:
 
     # --- keys ---------------------------------------------------------------------------
     def key(self, kind: str, *parts: str) -> str:
-        """sha256 of (kind, cache/code version, parts) as hex."""
+        """sha256 of (kind, cache layout version, parts) as hex."""
         self._check_kind(kind)
         h = hashlib.sha256()
-        for p in (kind, str(config.CACHE_VERSION), __version__, *map(str, parts)):
+        for p in (kind, str(config.CACHE_VERSION), *map(str, parts)):
             h.update(len(p.encode()).to_bytes(8, "little"))
             h.update(p.encode())
         return h.hexdigest()

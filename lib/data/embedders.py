@@ -28,8 +28,10 @@ Kinds (``EmbedderSpec.kind``):
     datasets only if that is what you mean (a shared basis needs one fit on both).
 
 Devices: torch-based embedders run batched on :func:`resolve_device` — ``"auto"`` uses CUDA
-when present (else CPU, logged at info level); ``"cuda"`` without a GPU falls back to CPU
-with ONE :class:`~otaudit.errors.FallbackWarning` per process.
+when present; ``"auto"`` or ``"cuda"`` without a GPU falls back to CPU with ONE
+:class:`~otaudit.errors.FallbackWarning` per process (also logged); the other kinds compute
+with NumPy on the CPU. ``embedder_device(e)`` is the device an embedder computes on (the
+``device`` column of ``datasets.parquet``).
 
 Progress: ``embed(batch, progress=cb)`` calls ``cb(done_rows, total_rows)`` after every batch.
 
@@ -63,6 +65,7 @@ __all__ = [
     "Progress",
     "make_embedder",
     "resolve_device",
+    "embedder_device",
     "IdentityEmbedder",
     "TorchEmbedder",
     "SentenceTransformerEmbedder",
@@ -89,18 +92,27 @@ class Embedder(Protocol):
     def embed(self, batch: Any, progress: Progress | None = None) -> np.ndarray: ...
 
 
+def _warn_fallback(device: str, message: str) -> None:
+    """One :class:`FallbackWarning` per process and requested device."""
+    if device not in _fallback_warned:
+        _fallback_warned.add(device)
+        log.warning(message)
+        warnings.warn(message, FallbackWarning, stacklevel=3)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """The torch device for ``device`` ("auto" | "cpu" | "cuda" | "cuda:N").
 
-    ``auto``: CUDA when available, else CPU (logged at info level).  An explicit CUDA
-    request without a GPU falls back to CPU with one FallbackWarning per process.
+    ``auto``: CUDA when available, else CPU; an explicit CUDA request without a GPU falls
+    back to CPU too. Either fallback is ONE visible :class:`FallbackWarning` per process
+    (per requested device); the device used is recorded in ``datasets.parquet``.
     """
     if device == "cpu":
         return torch.device("cpu")
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        log.info("no CUDA device: embedding on CPU")
+        _warn_fallback(device, "device: auto found no CUDA device; embedding on CPU")
         return torch.device("cpu")
     if device.startswith("cuda"):
         if torch.cuda.is_available():
@@ -112,14 +124,11 @@ def resolve_device(device: str = "auto") -> torch.device:
                     fix="use 'cuda' or 'auto'",
                 )
             return dev
-        if device not in _fallback_warned:
-            _fallback_warned.add(device)
-            warnings.warn(
-                f"embedder device {device!r} requested but CUDA is not available; "
-                "embedding on CPU (set device: auto to silence this)",
-                FallbackWarning,
-                stacklevel=2,
-            )
+        _warn_fallback(
+            device,
+            f"embedder device {device!r} requested but CUDA is not available; "
+            "embedding on CPU (set device: cpu to silence this)",
+        )
         return torch.device("cpu")
     raise InputError(
         f"unknown device {device!r}",
@@ -176,7 +185,7 @@ class TorchEmbedder:
     def __init__(self, spec: EmbedderSpec, dataset: str | None = None):
         self.id = spec.id  # hashes the model file (raises InputError when missing)
         self.dataset = dataset
-        self.batch_size = spec.batch_size
+        self.rows_per_batch = spec.rows_per_batch
         self.device = resolve_device(spec.device)
         path = spec.local_path
         assert path is not None  # validated by EmbedderSpec
@@ -228,9 +237,9 @@ class TorchEmbedder:
         X = _as_matrix(batch, self.dataset)
         n = len(X)
         outs: list[np.ndarray] = []
-        for start in range(0, n, self.batch_size):
+        for start in range(0, n, self.rows_per_batch):
             xb = torch.from_numpy(
-                np.ascontiguousarray(X[start : start + self.batch_size], dtype=np.float32)
+                np.ascontiguousarray(X[start : start + self.rows_per_batch], dtype=np.float32)
             ).to(self.device)
             try:
                 yb = self.module(xb)
@@ -252,7 +261,7 @@ class TorchEmbedder:
                 )
             outs.append(yb.detach().to("cpu", torch.float32).numpy())
             if progress is not None:
-                progress(min(start + self.batch_size, n), n)
+                progress(min(start + self.rows_per_batch, n), n)
         if not outs:
             return np.zeros((0, 0), dtype=np.float32)
         return np.ascontiguousarray(np.concatenate(outs, axis=0))
@@ -263,7 +272,7 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, spec: EmbedderSpec, dataset: str | None = None):
         self.dataset = dataset
-        self.batch_size = spec.batch_size
+        self.rows_per_batch = spec.rows_per_batch
         path = spec.local_path
         assert path is not None
         if not os.path.isdir(path):
@@ -308,14 +317,17 @@ class SentenceTransformerEmbedder:
             )
         outs = []
         n = len(texts)
-        for start in range(0, n, self.batch_size):
-            chunk = texts[start : start + self.batch_size]
+        for start in range(0, n, self.rows_per_batch):
+            chunk = texts[start : start + self.rows_per_batch]
             emb = self.model.encode(
-                chunk, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+                chunk,
+                batch_size=self.rows_per_batch,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             )
             outs.append(np.asarray(emb, dtype=np.float32))
             if progress is not None:
-                progress(min(start + self.batch_size, n), n)
+                progress(min(start + self.rows_per_batch, n), n)
         if not outs:
             return np.zeros((0, 0), dtype=np.float32)
         return np.ascontiguousarray(np.concatenate(outs, axis=0))
@@ -493,3 +505,15 @@ def make_embedder(
             raise InputError(e.problem, dataset=dataset, field=e.field, fix=e.fix) from None
         raise
     return emb
+
+
+def embedder_device(embedder: Any) -> str:
+    """The device ``embedder`` computes on (``"cpu"``, ``"cuda:0"``, ...): torch-based
+    embedders carry a ``device``; the others compute with NumPy on the CPU."""
+    dev = getattr(embedder, "device", None)
+    if dev is None:
+        return "cpu"
+    dev = torch.device(dev)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return str(dev)

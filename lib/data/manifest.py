@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,8 @@ from pydantic_core import PydanticCustomError
 
 from .. import config
 from ..errors import InputError
+from .secrets import redact
+from .validation import expand_env, pydantic_to_input_error
 
 __all__ = [
     "EmbedderSpec",
@@ -76,14 +79,6 @@ MEASURES = ("otdd", "ot_bounds", "w2", "sliced")
 _MODEL_KINDS = {"torchscript", "torch", "sentence-transformers"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-_SECRET_RE = re.compile(
-    r"(key|secret|token|password|passwd|credential|sas|signature|"
-    r"connection_string|session)",
-    re.IGNORECASE,
-)
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_URI_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]+)@")
-MASK = "***"
 
 
 def _err(
@@ -106,27 +101,6 @@ def _check_name(value: str, what: str) -> str:
             "without '..' or slashes",
         )
     return value
-
-
-def redact(obj: Any) -> Any:
-    """A copy of ``obj`` (dicts/lists/strings) with secret-looking values masked.
-
-    Keys matching key/secret/token/password/credential/... get ``"***"``; user:password
-    parts of URIs are masked too.  Used for everything written out (reports, logs, repr).
-    """
-    if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            if isinstance(k, str) and _SECRET_RE.search(k) and not isinstance(v, Mapping | list):
-                out[k] = MASK if v is not None else None
-            else:
-                out[k] = redact(v)
-        return out
-    if isinstance(obj, list | tuple):
-        return type(obj)(redact(v) for v in obj)
-    if isinstance(obj, str):
-        return _URI_USERINFO_RE.sub(lambda m: f"{m.group(1)}{MASK}@", obj)
-    return obj
 
 
 class _Model(BaseModel):
@@ -182,7 +156,8 @@ class EmbedderSpec(_Model):
     #: Output dimension (random-projection, pca).
     dim: int | None = Field(default=None, gt=0)
     seed: int = 0
-    batch_size: int = Field(default=config.EMBED_BATCH, gt=0)
+    #: Rows per forward pass (``batch_size`` is accepted as a deprecated alias).
+    rows_per_batch: int = Field(default=config.EMBED_ROWS_PER_BATCH, gt=0)
     #: "auto" (GPU when present, else CPU), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
 
@@ -191,6 +166,19 @@ class EmbedderSpec(_Model):
     def _shorthand(cls, data: Any) -> Any:
         if isinstance(data, str):
             return {"kind": data}
+        if isinstance(data, Mapping) and "batch_size" in data:  # the pre-0.2 name
+            if "rows_per_batch" in data:
+                raise _err(
+                    "both `batch_size` and `rows_per_batch` given",
+                    "keep `rows_per_batch` only (`batch_size` is its deprecated name)",
+                    field="embedder.batch_size",
+                )
+            warnings.warn(
+                "manifest: embedder `batch_size` is deprecated; write `rows_per_batch`",
+                FutureWarning,
+                stacklevel=2,
+            )
+            data = {("rows_per_batch" if k == "batch_size" else k): v for k, v in data.items()}
         return data
 
     @field_validator("device")
@@ -249,7 +237,7 @@ class EmbedderSpec(_Model):
     def id(self) -> str:
         """Stable id: kind, output-relevant params, model bytes hash and EMBEDDER_VERSION.
 
-        Device and batch size are excluded: they do not change the embedding (beyond
+        Device and rows per batch are excluded: they do not change the embedding (beyond
         floating-point noise).  A changed model file gives a new id, hence a cache miss.
         """
         params: dict[str, Any] = {"kind": self.kind, "v": config.EMBEDDER_VERSION}
@@ -573,113 +561,6 @@ def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
     return _MODEL_FOR_LOC.get(key)
 
 
-_TYPE_FIX = {
-    "greater_than": "use a value > {gt}",
-    "greater_than_equal": "use a value >= {ge}",
-    "less_than": "use a value < {lt}",
-    "less_than_equal": "use a value <= {le}",
-    "int_parsing": "use a whole number",
-    "int_type": "use a whole number",
-    "int_from_float": "use a whole number",
-    "float_parsing": "use a number",
-    "float_type": "use a number",
-    "finite_number": "use a finite number",
-    "string_type": "use a quoted string",
-    "dict_type": "use a mapping (key: value)",
-    "list_type": "use a list ([a, b])",
-    "bool_parsing": "use true or false",
-    "bool_type": "use true or false",
-    "model_type": "use a mapping (key: value)",
-    "model_attributes_type": "use a mapping (key: value)",
-}
-
-
-def _pydantic_to_input_error(exc: ValidationError, data: Mapping[str, Any]) -> InputError:
-    """Turn the first pydantic error into our one-line InputError."""
-    errors = exc.errors(include_url=False)
-    # pairs: pydantic reports one error per union member; prefer the most specific
-    first = errors[0]
-    for e in errors:
-        if e["type"] == "otaudit":
-            first = e
-            break
-    loc = tuple(first["loc"])
-    # drop union-member tags (e.g. 'literal['all']', 'PairsNew') from the location
-    loc = tuple(p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p)))
-    dataset: str | None = None
-    rest = loc
-    if len(loc) >= 2 and loc[0] == "datasets" and isinstance(loc[1], int):
-        i = loc[1]
-        raw = data.get("datasets") or []
-        raw_i = raw[i] if isinstance(raw, list) and i < len(raw) else None
-        nm = raw_i.get("name") if isinstance(raw_i, Mapping) else None
-        dataset = nm if isinstance(nm, str) and nm else f"datasets[{i}]"
-        rest = loc[2:]
-    typ = first["type"]
-    ctx = first.get("ctx") or {}
-    field = ".".join(str(p) for p in rest) or None
-    n_more = len({tuple(e["loc"])[:1] + tuple(e["loc"])[1:3] for e in errors}) - 1
-    if typ == "otaudit":
-        problem, fix = ctx["problem"], ctx["fix"]
-        if ctx.get("field"):
-            field = ctx["field"]
-        if ctx.get("dataset"):
-            dataset = ctx["dataset"]
-    elif typ == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        allowed = ", ".join(parent.model_fields) if parent is not None else ""
-        problem = f"unknown key {loc[-1]!r}"
-        fix = "remove it or check its spelling" + (f" (allowed: {allowed})" if allowed else "")
-    elif typ == "missing":
-        problem = "required field is missing"
-        fix = f"add `{rest[-1]}: ...`" if rest else "add it"
-    elif typ in ("literal_error", "enum"):
-        problem = f"unknown value {first.get('input')!r}"
-        fix = f"use one of {ctx.get('expected', '')}"
-    elif typ in ("too_short", "too_long"):
-        problem = first["msg"][0].lower() + first["msg"][1:]
-        fix = "check the number of entries"
-    else:
-        inp = first.get("input")
-        shown = repr(inp) if not isinstance(inp, Mapping | list) else type(inp).__name__
-        if field and ("storage_options" in field or _SECRET_RE.search(field)):
-            shown = MASK
-        msg = first["msg"]
-        problem = f"{msg[0].lower()}{msg[1:]} (got {shown})"
-        fix = _TYPE_FIX.get(typ, "correct the value as the problem says").format(**ctx)
-    if field and field.startswith("pairs"):
-        field = "pairs"
-        if typ != "otaudit":
-            problem = f"invalid pairs value {redact(data.get('pairs'))!r}"
-            n_more = len({tuple(e["loc"])[:1] for e in errors}) - 1
-            fix = "use `all`, `{new: [names]}` or `{target: name}`"
-    if n_more:
-        problem += f" (and {n_more} more problem{'s' if n_more > 1 else ''})"
-    return InputError(problem, dataset=dataset, field=field, fix=fix)
-
-
-def _expand_env(obj: Any, where: str) -> Any:
-    """Replace ``${VAR}`` in storage_options string values by the environment's value."""
-    if isinstance(obj, Mapping):
-        return {k: _expand_env(v, where) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_expand_env(v, where) for v in obj]
-    if isinstance(obj, str):
-
-        def sub(m: re.Match[str]) -> str:
-            var = m.group(1)
-            if var not in os.environ:
-                raise InputError(
-                    f"environment variable {var} is not set",
-                    field=where,
-                    fix=f"export {var}=... before running, or remove ${{{var}}}",
-                )
-            return os.environ[var]
-
-        return _ENV_RE.sub(sub, obj)
-    return obj
-
-
 def _is_local(uri: str) -> bool:
     return "://" not in uri
 
@@ -703,7 +584,7 @@ def parse_manifest(data: Any, *, base_dir: str | Path | None = None) -> Manifest
     base = Path(base_dir) if base_dir is not None else None
     # environment references and relative paths, before validation
     if isinstance(data.get("storage_options"), Mapping):
-        data["storage_options"] = _expand_env(data["storage_options"], "storage_options")
+        data["storage_options"] = expand_env(data["storage_options"], "storage_options")
     if isinstance(data.get("output"), str):
         data["output"] = _resolve(data["output"], base)
     if isinstance(data.get("datasets"), list):
@@ -714,7 +595,7 @@ def parse_manifest(data: Any, *, base_dir: str | Path | None = None) -> Manifest
                 label = d.get("name") if isinstance(d.get("name"), str) else f"datasets[{i}]"
                 if isinstance(d.get("storage_options"), Mapping):
                     try:
-                        d["storage_options"] = _expand_env(d["storage_options"], "storage_options")
+                        d["storage_options"] = expand_env(d["storage_options"], "storage_options")
                     except InputError as e:
                         raise InputError(
                             e.problem, dataset=label, field=e.field, fix=e.fix
@@ -731,7 +612,7 @@ def parse_manifest(data: Any, *, base_dir: str | Path | None = None) -> Manifest
     try:
         return Manifest.model_validate(data)
     except ValidationError as e:
-        raise _pydantic_to_input_error(e, data) from None
+        raise pydantic_to_input_error(e, data, _model_at) from None
 
 
 def load_manifest(

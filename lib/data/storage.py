@@ -19,7 +19,9 @@ with the usual 022).
 Deviations from pipeline_api.md: none in names/signatures.  Additions: ``write_bytes``
 also accepts an iterable of byte chunks; ``open(..., mode="wb")`` returns an atomic writer
 (commit on close, discard on exception); ``is_published``, ``list_published``,
-``protocol``, ``is_local``; ``publish_dir`` refuses to overwrite a published prefix.
+``protocol``, ``is_local``; ``publish_dir`` refuses to overwrite a published prefix;
+``isdir``, ``find`` (recursive listing relative to the prefix), ``refresh`` (forget cached
+listings) — what the readers need, so that no other module touches ``store.fs``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import IO, Any
 import fsspec
 
 from ..errors import InputError, StorageError
-from .manifest import redact
+from .secrets import redact
 
 __all__ = ["Store", "check_reachable", "SUCCESS", "storage_errors"]
 
@@ -299,6 +301,43 @@ class Store:
         names = {e.rstrip("/").rpartition("/")[2] for e in entries}
         names.discard("")
         return sorted(n for n in names if not n.startswith(_TMP_PREFIX))
+
+    def isdir(self, *parts: str) -> bool:
+        """Whether the key is a directory (prefix); False when absent."""
+        key = self._key(*parts)
+        with storage_errors(self._uri_of(key), "stat", self.protocol):
+            try:
+                return bool(self.fs.isdir(key))
+            except FileNotFoundError:
+                return False
+
+    def find(self, *parts: str) -> dict[str, dict[str, Any]]:
+        """Every file below ``parts``, recursively: path relative to ``parts`` -> fsspec info
+        (sorted; temporary keys of in-flight writes are left out)."""
+        key = self._key(*parts)
+        with storage_errors(self._uri_of(key), "list", self.protocol):
+            found = self.fs.find(key, detail=True)
+        base = key.rstrip("/")
+        out = {}
+        for k, v in sorted(found.items()):
+            if v.get("type", "file") != "file":
+                continue
+            rel = k[len(base) :].lstrip("/") if k.startswith(base) else k
+            if not any(p.startswith(_TMP_PREFIX) for p in rel.split("/")):
+                out[rel] = dict(v)
+        return out
+
+    def refresh(self, *parts: str) -> None:
+        """Forget cached listings below ``parts`` (object stores), so that files written by
+        other processes are seen; a no-op on the local filesystem."""
+        if not self.is_local:
+            self.fs.invalidate_cache(self._key(*parts))
+
+    def __eq__(self, other: object) -> bool:  # same filesystem instance and prefix
+        return isinstance(other, Store) and (self.fs is other.fs and self.root == other.root)
+
+    def __hash__(self) -> int:  # memoised readers key on the store (fsspec caches instances)
+        return hash((id(self.fs), self.root))
 
     def info(self, *parts: str) -> dict[str, Any]:
         """fsspec ``info`` (size, mtime/etag, ...)."""

@@ -1,0 +1,185 @@
+"""What a pair computes for each measure: which library call each manifest measure makes,
+on what, and the ``pairs.parquet`` rows of a block of pairs (through the pair cache).
+
+Per pair and measure:
+
+- ``otdd``: :func:`otaudit.otdd_from_stats` on the two cached :class:`DatasetStats`;
+- ``ot_bounds``: :func:`otaudit.ot_bounds` on the two cached embeddings;
+- ``w2``: plain W2² with :func:`otaudit.solve_ot` on the squared-Euclidean cost of the two
+  embeddings (``solver`` from the manifest's ``w2`` mapping, default ``"auto"``: exact LP
+  up to ``config.EXACT_MAX_ENTRIES``, certified mini-batch bounds beyond);
+- ``sliced``: the screening estimate :func:`otaudit.sliced_otdd` (``certified=False``, its
+  ``lower`` certified) on the features and class codes held by the two cached statistics.
+
+To add a measure: a branch in :func:`compute_pair`, its name in
+``otaudit.data.manifest.MEASURES`` and its options model in ``MeasuresSpec``.
+
+Pair results are cached (key: :func:`otaudit.data.cache.pair_key` — measure, its
+parameters, both embedding keys, the fingerprint of the numerics), so a scheduled re-run
+recomputes only the pairs of datasets that changed, and any change of the numerical code or
+its constants recomputes everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InputError, OTAuditError, StorageError, describe_error
+from .plan import AuditPlan
+from .prepare import DatasetRef
+from .report import failed_pair_row, pair_row, result_record
+
+__all__ = ["measure_params", "compute_pair", "compute_pairs", "failed_block_rows"]
+
+
+def measure_params(plan: AuditPlan, measure: str) -> dict[str, Any]:
+    """The manifest's parameters of ``measure`` as a plain dict (also the cache key part)."""
+    spec = getattr(plan.manifest.measures, measure)
+    if spec is None:
+        return {}
+    return dict(spec) if isinstance(spec, dict) else spec.model_dump(mode="json")
+
+
+def compute_pair(
+    measure: str, params: dict[str, Any], load: Any, ra: DatasetRef, rb: DatasetRef
+) -> Any:
+    """Compute one measure for one pair; ``load(kind, ref)`` returns stats or embeddings."""
+    import otaudit
+
+    if ra.dim != rb.dim:  # name both datasets (ot_bounds/w2 only see anonymous arrays)
+        raise InputError(
+            f"dimension mismatch: {ra.name!r} has d={ra.dim}, {rb.name!r} has d={rb.dim}",
+            dataset=f"{ra.name} vs {rb.name}",
+            field="features",
+            fix="embed both datasets with the same embedder (same output dimension)",
+        )
+    if measure == "otdd":
+        p = dict(params)
+        options = p.pop("options", {}) or {}
+        return otaudit.otdd_from_stats(load("stats", ra), load("stats", rb), **p, **options)
+    if measure == "ot_bounds":
+        return otaudit.ot_bounds(load("emb", ra), load("emb", rb), **params)
+    if measure == "w2":
+        import torch
+
+        from ..core.costs import SqEuclidean
+
+        p = dict(params)
+        solver = p.pop("solver", "auto")
+        Xa = torch.as_tensor(load("emb", ra), dtype=torch.float64)
+        Xb = torch.as_tensor(load("emb", rb), dtype=torch.float64)
+        return otaudit.solve_ot(SqEuclidean(Xa, Xb), solver=solver, **p)
+    if measure == "sliced":
+        sa, sb = load("stats", ra), load("stats", rb)
+        ya = sa.codes if sa.labeled else None  # unlabeled: sliced W2 (lower bound still holds)
+        yb = sb.codes if sb.labeled else None
+        return otaudit.sliced_otdd(sa.features, ya, sb.features, yb, **params)
+    raise ValueError(f"unknown measure {measure!r}")  # the manifest validates measures
+
+
+class _Loader:
+    """Reads each dataset's statistics / embeddings from the cache once per block, onto
+    ``device``."""
+
+    def __init__(self, plan: AuditPlan, cache: Any, device: Any):
+        self.plan, self.cache, self.device = plan, cache, device
+        self.loaded: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, kind: str, ref: DatasetRef) -> Any:
+        key = (kind, ref.name)
+        if key not in self.loaded:
+            cache_kind, cache_key = (
+                ("stats", ref.stats_key) if kind == "stats" else ("emb", ref.emb_key)
+            )
+            arrays = self.cache.get_arrays(cache_kind, cache_key)
+            if arrays is None:
+                what = "statistics" if kind == "stats" else "embeddings"
+                raise StorageError(
+                    f"cached {what} of dataset {ref.name!r} vanished from "
+                    f"{self.plan.output!r}/_cache; fix: re-run the audit"
+                )
+            self.loaded[key] = self._place(kind, arrays)
+        return self.loaded[key]
+
+    def _place(self, kind: str, arrays: dict[str, Any]) -> Any:
+        if kind == "stats":
+            from ..dataset_distance import DatasetStats
+
+            return DatasetStats.from_arrays(arrays, device=self.device)
+        X = arrays["X"]
+        if self.device.type == "cpu":
+            return X
+        import torch
+
+        return torch.as_tensor(X).to(self.device)
+
+
+def compute_pairs(
+    block: list[tuple[str, str]],
+    refs: dict[str, Any],
+    plan: AuditPlan,
+    measures: list[str],
+    device: Any,
+) -> list[dict[str, Any]]:
+    """The ``pairs.parquet`` rows (dicts) of ``measures`` for a block of pairs, on ``device``.
+
+    ``refs`` maps the block's dataset names to their :class:`DatasetRef`, or to the
+    ``DatasetFailure`` of a dataset that failed (its pairs become failed rows). A pair whose
+    computation raises one of otaudit's errors becomes a ``status="failed"`` row with the
+    one-line reason and the block goes on; a :class:`StorageError` is raised (transient:
+    the caller retries the block).
+    """
+    from ..data.cache import pair_key
+
+    cache = plan.cache()
+    load = _Loader(plan, cache, device)
+    rows: list[dict[str, Any]] = []
+    common = {"run_id": plan.run_id, "code_version": plan.code_version}
+    for a, b in block:
+        ra, rb = refs[a], refs[b]
+        for measure in measures:
+            params = measure_params(plan, measure)
+            names = {"dataset_a": a, "dataset_b": b, "measure": measure}
+            bad = [(n, r) for n, r in ((a, ra), (b, rb)) if not isinstance(r, DatasetRef)]
+            if bad:
+                n, err = bad[0]
+                error = f"dataset {n!r} failed: {err.error}"
+                rows.append(failed_pair_row(**common, **names, params=params, error=error))
+                continue
+            sizes = {"n_a": ra.n_rows, "n_b": rb.n_rows}
+            key = pair_key(cache, measure, params, ra.emb_key, rb.emb_key)
+            hit = cache.get_json("pair", key) if plan.use_cache else None
+            if hit is not None:
+                rows.append(pair_row(**common, **names, **sizes, result=hit, cached=True))
+                continue
+            try:
+                res = compute_pair(measure, params, load, ra, rb)
+            except StorageError:
+                raise  # transient: the whole block is retried
+            except OTAuditError as e:
+                error = describe_error(e)
+                rows.append(failed_pair_row(**common, **names, **sizes, params=params, error=error))
+                continue
+            record = result_record(res)
+            cache.put_json("pair", key, record)
+            rows.append(pair_row(**common, **names, **sizes, result=record))
+    return rows
+
+
+def failed_block_rows(
+    block: list[tuple[str, str]], plan: AuditPlan, measures: list[str], reason: str
+) -> list[dict[str, Any]]:
+    """``status="failed"`` rows for every pair and measure of a block that failed as a whole."""
+    return [
+        failed_pair_row(
+            run_id=plan.run_id,
+            dataset_a=a,
+            dataset_b=b,
+            measure=m,
+            error=reason,
+            code_version=plan.code_version,
+            params=measure_params(plan, m),
+        )
+        for a, b in block
+        for m in measures
+    ]

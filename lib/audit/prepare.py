@@ -1,0 +1,186 @@
+"""One dataset's preparation: fingerprint, embed (shard by shard), summarise — through the
+content-addressed cache — and its ``datasets.parquet`` row.
+
+:func:`prepare_dataset` returns a small :class:`DatasetRef` (metadata and cache keys, never
+arrays); the per-dataset task (:mod:`otaudit.tasks.datasets`) only calls it and turns a final
+failure into a :class:`DatasetFailure`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..data.secrets import redact
+from .plan import AuditPlan
+
+__all__ = [
+    "DatasetRef",
+    "DatasetFailure",
+    "prepare_dataset",
+    "stats_inner",
+    "dataset_rows",
+    "failed_dataset_row",
+]
+
+
+def stats_inner(plan: AuditPlan) -> tuple[str, bool]:
+    """Which label costs the per-dataset statistics must prepare, and whether the
+    within-dataset label tables are needed (only when OTDD is computed)."""
+    otdd = plan.manifest.measures.otdd
+    if otdd is None:
+        return "exact", False
+    return otdd.inner, True
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """The outcome of one dataset's preparation: metadata and cache keys (no arrays)."""
+
+    name: str
+    uri: str
+    fingerprint: str
+    embedder: str
+    n_rows: int
+    n_classes: int
+    dim: int
+    labeled: bool
+    emb_key: str
+    stats_key: str
+    cache_hit: bool
+    read_seconds: float
+    embed_seconds: float
+    stats_seconds: float
+    seconds: float
+    #: Where the dataset was embedded (``cpu``, ``cuda:0``; None: cached by an older version).
+    device: str | None = None
+
+    def to_row(self, run_id: str) -> dict[str, Any]:
+        """The ``datasets.parquet`` row of a prepared dataset."""
+        return {
+            "run_id": run_id,
+            "dataset": self.name,
+            "uri": self.uri,
+            "fingerprint": self.fingerprint,
+            "n_rows": self.n_rows,
+            "n_classes": self.n_classes,
+            "dim": self.dim,
+            "embedder": self.embedder,
+            "seconds": self.seconds,
+            "status": "ok",
+            "error": None,
+            "cache_hit": self.cache_hit,
+            "embed_seconds": self.embed_seconds,
+            "stats_seconds": self.stats_seconds,
+            "labeled": self.labeled,
+            "device": self.device,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetFailure:
+    """A dataset whose preparation failed: its name and the one-line reason."""
+
+    name: str
+    error: str
+
+
+def prepare_dataset(spec: Any, plan: AuditPlan) -> DatasetRef:
+    """Fingerprint, embed (shard by shard) and summarise ONE dataset, through the cache.
+
+    A cache hit on the statistics skips reading and embedding entirely; a hit on the
+    embeddings skips reading and embedding. Raises InputError/StorageError for a bad
+    dataset or a failing store.
+    """
+    from ..data.cache import embedding_key, stats_key
+    from ..data.embedding import embed_dataset
+    from ..data.readers import inspect_dataset
+    from ..dataset_distance import dataset_stats
+
+    t_start = time.perf_counter()
+    so = plan.manifest.dataset_storage_options(spec)
+    info = inspect_dataset(spec, so, shard_rows=plan.manifest.shard_rows)
+    cache = plan.cache()
+    embedder_id = spec.embedder.id
+    inner, self_tables = stats_inner(plan)
+    emb_key = embedding_key(cache, info.fingerprint, embedder_id)
+    s_key = stats_key(cache, emb_key, inner, self_tables)
+    meta = cache.get_json("stats_meta", s_key) if plan.use_cache else None
+    read_s = embed_s = stats_s = 0.0
+    hit = meta is not None
+    if meta is None:
+        arrays = cache.get_arrays("emb", emb_key) if plan.use_cache else None
+        device = None
+        if arrays is None:
+            e = embed_dataset(spec, so, info.n_shards, plan.manifest.shard_rows)
+            X, y, read_s, embed_s, device = e.X, e.y, e.read_seconds, e.embed_seconds, e.device
+            payload = {"X": X} if y is None else {"X": X, "y": y}
+            if device is not None:
+                payload["device"] = device
+            cache.put_arrays("emb", emb_key, payload)
+        else:
+            X, y = arrays["X"], arrays.get("y")
+            device = str(arrays["device"]) if "device" in arrays else None
+        t0 = time.perf_counter()
+        stats = dataset_stats(X, y, name=spec.name, inner=inner, self_tables=self_tables)
+        stats_s = time.perf_counter() - t0
+        cache.put_arrays("stats", s_key, stats.to_arrays())
+        meta = {
+            "n_rows": int(stats.n),
+            "n_classes": int(stats.n_classes) if stats.labeled else 0,
+            "dim": int(stats.d),
+            "labeled": bool(stats.labeled),
+            "device": device,
+        }
+        cache.put_json("stats_meta", s_key, meta)
+    return DatasetRef(
+        name=spec.name,
+        uri=str(redact(spec.uri)),
+        fingerprint=info.fingerprint,
+        embedder=embedder_id,
+        n_rows=int(meta["n_rows"]),
+        n_classes=int(meta["n_classes"]),
+        dim=int(meta["dim"]),
+        labeled=bool(meta["labeled"]),
+        emb_key=emb_key,
+        stats_key=s_key,
+        cache_hit=hit,
+        read_seconds=read_s,
+        embed_seconds=embed_s,
+        stats_seconds=stats_s,
+        seconds=time.perf_counter() - t_start,
+        device=meta.get("device"),
+    )
+
+
+def failed_dataset_row(run_id: str, spec: Any, failure: DatasetFailure) -> dict[str, Any]:
+    """The ``datasets.parquet`` row of a dataset whose preparation failed."""
+    return {
+        "run_id": run_id,
+        "dataset": spec.name,
+        "uri": str(redact(spec.uri)),
+        "fingerprint": None,
+        "n_rows": None,
+        "n_classes": None,
+        "dim": None,
+        "embedder": spec.embedder.kind,
+        "seconds": None,
+        "status": "failed",
+        "error": failure.error,
+        "cache_hit": False,
+        "embed_seconds": None,
+        "stats_seconds": None,
+        "labeled": None,
+        "device": None,
+    }
+
+
+def dataset_rows(plan: AuditPlan, outcomes: list[DatasetRef | DatasetFailure]) -> list[dict]:
+    """The ``datasets.parquet`` rows, in manifest order, of every dataset's outcome."""
+    return [
+        ref.to_row(plan.run_id)
+        if isinstance(ref, DatasetRef)
+        else failed_dataset_row(plan.run_id, spec, ref)
+        for spec, ref in zip(plan.manifest.datasets, outcomes, strict=True)
+    ]

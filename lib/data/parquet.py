@@ -1,0 +1,69 @@
+"""The one Parquet writer of otaudit: a table to Parquet bytes (:func:`table_bytes`, used by
+the report and by :func:`write_dataset_parquet`), and a dataset ``[n, d]`` (+ labels) as a
+Parquet file through :class:`~otaudit.data.storage.Store` (atomic)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import config
+from ..errors import InputError
+from .storage import Store
+
+__all__ = ["table_bytes", "write_dataset_parquet"]
+
+
+def table_bytes(table: pa.Table, row_group_size: int | None = None) -> bytes:
+    """``table`` as the bytes of one Parquet file."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=row_group_size)
+    return sink.getvalue().to_pybytes()
+
+
+def write_dataset_parquet(
+    store_uri: str,
+    name: str,
+    X: Any,
+    y: Any = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    row_group_size: int | None = None,
+) -> str:
+    """Write ``X`` (``[n, d]``) and optional labels ``y`` as ``<store_uri>/<name>.parquet``.
+
+    Columns: ``features`` (fixed-size list of float32/float64) and ``label`` (when ``y`` is
+    given).  The write is atomic.  Returns the file's URI (use ``features: features`` and
+    ``label: label`` in the manifest).
+    """
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise InputError(
+            f"expected a non-empty [n, d] array, got shape {X.shape}",
+            dataset=name,
+            field="features",
+            fix="pass a 2-D array",
+        )
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    n, d = X.shape
+    values = pa.array(np.ascontiguousarray(X).reshape(-1))
+    cols = {"features": pa.FixedSizeListArray.from_arrays(values, d)}
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (n,):
+            raise InputError(
+                f"{y.shape} labels for {n} rows",
+                dataset=name,
+                field="label",
+                fix="pass one label per row",
+            )
+        cols["label"] = pa.array(y.tolist() if y.dtype == object else y)
+    table = pa.table(cols)
+    store = Store(store_uri, storage_options)
+    data = table_bytes(table, row_group_size=row_group_size or config.SHARD_ROWS)
+    store.write_bytes(data, f"{name}.parquet")
+    return store.path(f"{name}.parquet")

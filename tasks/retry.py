@@ -1,0 +1,45 @@
+"""Retries of a unit of work: ONE Prefect task per unit, retried on transient storage errors,
+whose final failure is returned as a value (a failed row) instead of failing the flow.
+
+Inside the task body, :func:`reraise_for_retry` decides for a caught exception: re-raise it
+(Prefect retries the task: a :class:`~otaudit.errors.StorageError` with attempts left), or
+let the task turn it into its failure value (bad input, a solver error, or the last attempt).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otaudit.errors import StorageError
+
+__all__ = ["is_transient", "reraise_for_retry", "attempts_left"]
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only storage errors (network, throttling).
+
+    Bad input (InputError) or a solver failure is deterministic and is not retried.
+    """
+    try:
+        state.result()
+    except StorageError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is final; Prefect records it
+        return False
+    return False
+
+
+def attempts_left() -> int:
+    """Retries this task run still has (0 on its last attempt, or outside a task run)."""
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    if ctx is None:
+        return 0
+    retries = ctx.task.retries or 0
+    return max(0, retries + 1 - int(ctx.task_run.run_count))
+
+
+def reraise_for_retry(error: BaseException) -> bool:
+    """Whether the task should re-raise ``error`` so that Prefect retries it."""
+    return isinstance(error, StorageError) and attempts_left() > 0
