@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 from .core.sliced import sliced_matrix, sliced_otdd
 from .core.solve import ot_bounds, solve_ot
 from .dataset_distance import DatasetStats, dataset_stats, otdd, otdd_from_stats, otdd_matrix
+from .dataset_distance.flow import FlowResult, otdd_flow
 
 __all__ = [
     "OTResult",
@@ -28,6 +29,8 @@ __all__ = [
     "otdd",
     "otdd_matrix",
     "otdd_from_stats",
+    "otdd_flow",
+    "FlowResult",
     "sliced_otdd",
     "sliced_matrix",
     "dataset_stats",

@@ -184,3 +184,22 @@ BOUNDS_BLOCK_SINKHORN_EPS_SCALING: int = 6
 BOUNDS_BLOCK_SINKHORN_STAGE_ITERS: int = 30
 BOUNDS_BLOCK_SINKHORN_DROP: float = 1e-3
 BOUNDS_BLOCK_BATCH_BYTES: int = 256 * 2**20
+
+# --- explanations: OTDD gradient flows (otaudit.otdd_flow) -----------------------------
+#: Flow steps (the flow records OTDD² at k = 0..FLOW_STEPS).
+FLOW_STEPS: int = 10
+#: Step size tau in (0, 1]: every point moves this fraction of the way to its barycentric
+#: target per step, so OTDD² decays like (1 - tau)^(2k) for a pure covariate shift.
+FLOW_STEP: float = 0.5
+#: Flow mode: "flow" (re-solve the plan every step) or "geodesic" (move along the first plan).
+FLOW_MODE: str = "flow"
+#: Points of A whose trajectories FlowResult keeps (for plots); None = all.
+FLOW_TRAJECTORY_SAMPLE: int | None = 256
+#: Two plans are "the same" when their supports agree and masses differ by at most this
+#: (relative to the largest mass).
+FLOW_PLAN_RTOL: float = 1e-9
+#: How many top features the report names per explained pair.
+FLOW_TOP_FEATURES: int = 3
+#: Residual share at or below which the report calls a drift "a covariate shift" (above
+#: it, class structure: classes that split, merge or change proportion).
+FLOW_RESIDUAL_SHIFT: float = 0.1

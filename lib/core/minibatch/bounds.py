@@ -54,6 +54,7 @@ def minibatch_bounds(
     lower_rounds: int = config.BOUNDS_LOWER_ROUNDS,
     lower_sinkhorn: int | None = None,
     block_solver: str = config.BOUNDS_BLOCK_SOLVER,
+    plan_out: list | None = None,
 ) -> OTResult:
     """Certified mini-batch lower/upper bounds on ``OT(a, b)`` for any ground cost.
 
@@ -99,6 +100,8 @@ def minibatch_bounds(
             plan, so the upper bound stays a feasible plan's cost, and the lower bound is
             certified by the same LP correction and c-transforms) or ``"auto"`` (sinkhorn
             on CUDA, exact elsewhere). Knobs: ``config.BOUNDS_BLOCK_SINKHORN_*``.
+        plan_out: a list to receive the final sparse plan ``(px, qy, mass)`` (the feasible
+            plan whose cost is ``upper``; used by :func:`otaudit.otdd_flow`), or None.
     Returns:
         OTResult with ``value = (lower + upper) / 2`` (the midpoint minimises the worst-case
         error), ``n_solves`` the mini-batch solves done, ``extra`` holding ``width_rel``,
@@ -272,6 +275,8 @@ def minibatch_bounds(
                         duals = d
         ub = min(ub_hist)
     extra["upper_history"] = ub_hist
+    if plan_out is not None:
+        plan_out.append((px, qy, mass))
 
     # --- certified lower bound ---
     if lower == "none":
