@@ -71,16 +71,17 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FlowResult:
-    """What moved when dataset A flows toward B (immutable; arrays other than ``X`` are
-    read-only).
+    """What moved when dataset A flows toward B (immutable; arrays other than ``X`` and
+    ``trajectory`` are read-only).
 
     Attributes:
         values: ``[steps + 1]`` OTDD² of ``A_k`` vs ``B`` for ``k = 0..steps`` (the same
             quantity as ``otdd(X_k, y1, X2, y2).value``).
         lower, upper: ``[steps + 1]`` certified bounds on ``values`` (in geodesic mode the
             upper bound is also at most the cost of ``pi_0`` at ``x_k``).
-        X: ``[n, d]`` A's final points (float64 numpy; a copy owned by the result and, unlike
-            the other arrays, writable, so it can be passed on to torch without a warning).
+        X: ``[n, d]`` A's final points (float64 numpy; like ``trajectory`` a copy owned by
+            the result and, unlike the other arrays, writable, so it can be passed on to
+            torch without a warning).
         class_table: columns (read-only numpy arrays) ``class_a, class_b, mass, frac_a,
             frac_b, feature_cost, label_cost, cost_share`` of the initial plan ``pi_0``,
             aggregated by class pair (pairs with mass > 0): ``mass`` the plan mass from class
@@ -94,11 +95,22 @@ class FlowResult:
             ``sum_e pi_e (x_e - y_e)_t^2 / sum_e pi_e ||x_e - y_e||^2``); sums to 1
             (``1/d`` each when the feature part is 0).
         residual: the share of OTDD²_0 that moving features with fixed classes cannot
-            remove: ``OTDD²(T_{pi_0}(A), B) / OTDD²_0``, where every point of A is moved all
-            the way (``tau = 1``) to its barycentric target under the initial plan, classes
-            fixed. It is the limit of the geodesic (``mode="geodesic"``, ``k -> inf``). 0 for
-            a pure covariate shift (B an affine image of A with matched classes: ``T(A) = B``);
-            > 0 when classes must split, merge or change proportion. 0 when OTDD²_0 = 0.
+            remove: ``min(R(pi_0), R(pi_cls))`` with ``R(pi) = OTDD²(T_pi(A), B) / OTDD²_0``,
+            where every point of A is moved all the way (``tau = 1``) to its barycentric
+            target under ``pi``, classes fixed. ``pi_0`` is the OTDD plan (``R(pi_0)`` is the
+            limit of the geodesic, ``mode="geodesic"``, ``k -> inf``); ``pi_cls`` the
+            class-respecting plan: the class-level coupling ``gamma`` = exact OT between A's
+            and B's class proportions with cost ``W(c, c')`` (the label table), glued with
+            the inner OT plans ``P_cc'`` between the class clouds,
+            ``pi_cls = sum_cc' gamma_cc' P_cc'`` (feasible: row ``i`` of class ``c`` gets
+            ``sum_c' gamma_cc' / n_c = 1/n``). If the classes correspond one to one with
+            equal proportions, ``T_{pi_cls}(A)`` is B class by class and ``R = 0``; classes
+            that must split, merge or change proportion leave ``R > 0``. So 0 for a pure
+            covariate shift (e.g. B an affine image of A, or a mirrored A, with the same
+            classes), > 0 for a change of class structure; 0 when OTDD²_0 = 0.
+        residual_plan: which plan gave ``residual``: ``"otdd"`` (``pi_0``) or ``"class"``.
+        residuals: ``{"otdd": R(pi_0), "class": R(pi_cls)}`` (``"class"`` only when labels
+            are used and OTDD²_0 > 0).
         residual_bounds: ``(lower, upper)`` certified bounds on ``residual``.
         plan_changed: ``[steps + 1]`` bool; ``k >= 1``: the plan solved at ``x_k`` differs
             from the one at ``x_{k-1}`` (flow) or from ``pi_0`` (geodesic). ``[0]`` is False.
@@ -119,6 +131,8 @@ class FlowResult:
     feature_share: np.ndarray
     residual: float
     residual_bounds: tuple[float, float]
+    residual_plan: str
+    residuals: Mapping[str, float]
     plan_changed: np.ndarray
     plan_cost: np.ndarray
     feature_part: np.ndarray
@@ -325,6 +339,43 @@ def _step(X: torch.Tensor, T: torch.Tensor, tau: float) -> torch.Tensor:
     return T.clone() if tau == 1.0 else X - tau * (X - T)
 
 
+def _class_plan(X: torch.Tensor, s0: _Solved, setup: _Setup) -> _Plan:
+    """The class-respecting plan ``sum_cc' gamma_cc' P_cc'`` (see ``FlowResult.residual``):
+    ``gamma`` exact OT between the class proportions with cost the label table, ``P_cc'``
+    the OT plan between the class clouds (exact LP up to ``config.OTDD_INNER_EXACT_MAX``
+    points per side, else the certified mini-batch plan)."""
+    from ..core.costs import SqEuclidean, sq_euclidean
+
+    sa, sb = s0.stats, setup.sb
+    dev = X.device
+    p = torch.as_tensor(sa.counts / sa.n, dtype=torch.float64)
+    q = torch.as_tensor(sb.counts / sb.n, dtype=torch.float64)
+    gamma = emd(p, q, s0.table.value.cpu()).plan
+    rows, cols, mass = [], [], []
+    for c, c2 in zip(*np.nonzero(gamma), strict=True):
+        ia = (sa.codes == int(c)).nonzero().flatten()
+        ib = (sb.codes == int(c2)).nonzero().flatten()
+        A, B = X[ia], sb.features[ib]
+        if max(len(ia), len(ib)) <= config.OTDD_INNER_EXACT_MAX:
+            P = emd(
+                torch.full((len(ia),), 1.0 / len(ia), dtype=torch.float64),
+                torch.full((len(ib),), 1.0 / len(ib), dtype=torch.float64),
+                sq_euclidean(A, B),
+            ).plan
+            r, k = np.nonzero(P)
+            pr = torch.from_numpy(r.astype(np.int64)).to(dev)
+            pk = torch.from_numpy(k.astype(np.int64)).to(dev)
+            pm = torch.from_numpy(np.ascontiguousarray(P[r, k])).to(dev)
+        else:
+            out: list = []
+            minibatch_bounds(SqEuclidean(A, B), plan_out=out)
+            pr, pk, pm = (t.to(dev) for t in out[-1])
+        rows.append(ia[pr])
+        cols.append(ib[pk])
+        mass.append(pm.to(torch.float64) * float(gamma[c, c2]))
+    return _Plan(torch.cat(rows).long(), torch.cat(cols).long(), torch.cat(mass))
+
+
 # --------------------------------------------------------------------------------------
 # explanation of the initial plan
 # --------------------------------------------------------------------------------------
@@ -448,8 +499,10 @@ def otdd_flow(
             :func:`otaudit.core.minibatch.minibatch_bounds` (``batch_size``, ``budget``, ...).
 
     Returns:
-        :class:`FlowResult`. Cost: ``steps + 2`` OTDD solves (one per step, one for
-        ``residual``) plus the barycentric maps (``O(nnz(pi) d)`` each).
+        :class:`FlowResult`. Cost: ``steps + 1`` OTDD solves (one per step) and, for
+        ``residual``, one (unlabeled) or two more plus the class-level LP and the inner
+        plans on its support (``<= Ka + Kb - 1`` class pairs); plus the barycentric maps
+        (``O(nnz(pi) d)`` each).
 
     Raises:
         InputError: bad arguments (one line, with the fix).
@@ -540,15 +593,22 @@ def otdd_flow(
         traj.append(X[idx_t].cpu().numpy())
         prev = s
 
-    # residual: move every point all the way along pi_0 (classes fixed), what is left
-    sr = _solve(setup, T0)
-    n_solves += sr.n_solves
+    # residual: move every point all the way along pi_0, and along the class-respecting plan
+    # (classes fixed); what is left
     v0, lo0, up0 = s0.value, s0.lower, s0.upper
+    cands = [("otdd", _solve(setup, T0))]
+    if setup.use_labels and v0 > 0:
+        pc = _class_plan(XA, s0, setup)
+        cands.append(("class", _solve(setup, _barycentric(XA, sb.features, pc))))
+    n_solves += sum(c.n_solves for _, c in cands) + (len(cands) - 1)
     if v0 > 0:
-        residual = sr.value / v0
-        rb = (sr.lower / up0 if up0 > 0 else 0.0, sr.upper / lo0 if lo0 > 0 else math.inf)
+        which, best = min(cands, key=lambda c: c[1].value)
+        residual = best.value / v0
+        rlo = min(c.lower for _, c in cands)
+        rup = min(c.upper for _, c in cands)
+        rb = (rlo / up0 if up0 > 0 else 0.0, rup / lo0 if lo0 > 0 else math.inf)
     else:
-        residual, rb = 0.0, (0.0, 0.0 if sr.upper == 0 else math.inf)
+        which, residual, rb = "otdd", 0.0, (0.0, 0.0 if cands[0][1].upper == 0 else math.inf)
     table, fshare = _class_table(XA, s0, setup)
     cls = np.empty(s0.stats.n_classes, dtype=object)
     cls[:] = list(s0.stats.classes)
@@ -579,6 +639,8 @@ def otdd_flow(
         feature_share=_readonly(fshare),
         residual=float(residual),
         residual_bounds=(float(max(rb[0], 0.0)), float(rb[1])),
+        residual_plan=which,
+        residuals=MappingProxyType({k: (float(c.value / v0) if v0 > 0 else 0.0) for k, c in cands}),
         plan_changed=_readonly(np.asarray(changed, dtype=bool)),
         plan_cost=_readonly(np.asarray(pcost, dtype=np.float64)),
         feature_part=_readonly(np.asarray(fpart, dtype=np.float64)),
@@ -588,7 +650,7 @@ def otdd_flow(
             _readonly(s0.plan.cols.cpu().numpy()),
             _readonly(s0.plan.mass.cpu().numpy()),
         ),
-        trajectory=_readonly(np.stack(traj)),
+        trajectory=np.stack(traj),
         trajectory_index=_readonly(idx),
         trajectory_labels=_readonly(labels),
         mode=mode,
