@@ -95,7 +95,7 @@ def run(n: int, d: int, classes: int, steps: int, solver: str, repeat: int, tau:
     # OTDD², so their intervals must intersect)
     overlap = all(
         max(lo, b.lower) <= min(up, b.upper) * (1 + 1e-12)
-        for lo, up, b in zip(r.lower, r.upper, base[:-1], strict=True)
+        for lo, up, b in zip(r.lower, r.upper, base[: steps + 1], strict=True)
     )
     tf, tb = min(t_flow), min(t_base)
     return {

@@ -71,12 +71,15 @@ def publish_report(
     refs: list[Any],
     block_results: list[Any],
     screening: dict[str, Any] | None = None,
+    explanation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``pairs.parquet``, ``datasets.parquet``, ``summary.md``, ``heatmap.png`` under
     ``<output>/<name>/run=<run_id>/`` (atomic, ``_SUCCESS`` last) and the Prefect artifacts.
 
     ``screening``: the outcome of :func:`otaudit.tasks.pairs.select_screened` when the
-    manifest screens pairs (stated in the summary).
+    manifest screens pairs (stated in the summary). ``explanation``: the outcome of
+    :func:`otaudit.tasks.explain.explain_pairs` (its section ends the summary, its files —
+    ``flow_*.parquet``, plots — join the report).
 
     Returns the outcome: ``uri``, ``run_id``, ``status``, ``exit_code`` (see
     :mod:`otaudit.audit.report`), ``failed_datasets`` ([name, reason]), ``n_failed_pairs``,
@@ -104,6 +107,8 @@ def publish_report(
         wall_seconds=time.time() - plan.started_at,
         screening=screening,
     )
+    if explanation:
+        summary = summary.rstrip("\n") + "\n\n" + explanation["section"]
     png = render_heatmap(
         pair_rows=pair_rows, names=plan.names, title=f"{m.name} — run {plan.run_id}"
     )
@@ -113,6 +118,8 @@ def publish_report(
         summary=summary,
         heatmap_png=png,
     )
+    if explanation:
+        files.update(explanation["files"])
     uri = write_report(Store(plan.output, plan.storage_options or None), m.name, plan.run_id, files)
     create_markdown_artifact(
         markdown=summary + f"\n\nReport: `{uri}`\n",
