@@ -53,6 +53,15 @@ def make_pair(n: int, d: int, classes: int, seed: int = 0):
     return Xa, ya, Xb, yb
 
 
+def demo_pair(a: str, b: str):
+    """Two vendors of ``otaudit demo`` (sklearn digits, 64 features, 10 classes)."""
+    from otaudit.app.demo import demo_datasets
+
+    D = demo_datasets()
+    (Xa, ya), (Xb, yb) = D[a], D[b]
+    return Xa.astype(np.float64), ya, Xb.astype(np.float64), yb
+
+
 def projection(X: np.ndarray, Y: np.ndarray, plan) -> np.ndarray:
     rows, cols, mass = plan
     n = X.shape[0]
@@ -65,8 +74,22 @@ def projection(X: np.ndarray, Y: np.ndarray, plan) -> np.ndarray:
     return T
 
 
-def run(n: int, d: int, classes: int, steps: int, solver: str, repeat: int, tau: float):
-    Xa, ya, Xb, yb = make_pair(n, d, classes)
+def run(
+    n: int,
+    d: int,
+    classes: int,
+    steps: int,
+    solver: str,
+    repeat: int,
+    tau: float,
+    data: str = "gauss",
+):
+    if data == "gauss":
+        Xa, ya, Xb, yb = make_pair(n, d, classes)
+    else:  # "demo:vendor_b:vendor_missing"
+        _, a, b = data.split(":")
+        Xa, ya, Xb, yb = demo_pair(a, b)
+        n, d, classes = len(Xa), Xa.shape[1], len(set(ya.tolist()))
     opts = {"solver": solver}
     t_flow, t_base = [], []
     r = None
@@ -99,6 +122,8 @@ def run(n: int, d: int, classes: int, steps: int, solver: str, repeat: int, tau:
     )
     tf, tb = min(t_flow), min(t_base)
     return {
+        "data": data if data == "gauss" else data.split(":", 1)[1].replace(":", " → "),
+        "m": len(Xb),
         "n": n,
         "d": d,
         "classes": classes,
@@ -128,22 +153,28 @@ def main() -> None:
     ap.add_argument("--solver", nargs="+", default=["auto"])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--data",
+        default="gauss",
+        help="gauss (the mixture above) or demo:A:B (two `otaudit demo` vendors; --n ignored)",
+    )
     a = ap.parse_args()
     rows = []
     for n in a.n:
         for s in a.solver:
-            res = run(n, a.d, a.classes, a.steps, s, a.repeat, a.step_size)
+            res = run(n, a.d, a.classes, a.steps, s, a.repeat, a.step_size, a.data)
             print(res, flush=True)
             rows.append(res)
     lines = [
-        "| n per side | d | classes | steps | solver (picked) | OTDD solves | otdd_flow s "
+        "| data | n x m | d | classes | steps | solver (picked) | OTDD solves | otdd_flow s "
         "| same number of otdd s | overhead | max diff of values / OTDD²_0 | brackets intersect "
         "| OTDD²_K/OTDD²_0 | residual |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['n']} | {r['d']} | {r['classes']} | {r['steps']} | {r['solver']} "
+            f"| {r['data']} | {r['n']}x{r['m']} | {r['d']} | {r['classes']} | {r['steps']} "
+            f"| {r['solver']} "
             f"({r['kind']}) | {r['solves']} | {r['t_flow']:.2f} | {r['t_base']:.2f} "
             f"| {100 * r['overhead']:+.1f} % | {r['rel']:.1e} | {'yes' if r['overlap'] else 'NO'} "
             f"| {r['ratio_last']:.4f} "
@@ -159,7 +190,7 @@ def main() -> None:
             f"- otaudit {otaudit.__version__}, torch {torch.__version__}\n"
             f"- command: `python benchmarks/bench_flow.py --n {' '.join(map(str, a.n))} "
             f"--d {a.d} --classes {a.classes} --steps {a.steps} --step-size {a.step_size} "
-            f"--solver {' '.join(a.solver)} --repeat {a.repeat}`\n"
+            f"--solver {' '.join(a.solver)} --repeat {a.repeat} --data {a.data}`\n"
             f"- times: min over {a.repeat} alternating runs; all runs: "
             + "; ".join(
                 f"n={r['n']} {r['solver']}: flow {[round(t, 2) for t in r['t_flow_all']]}, "

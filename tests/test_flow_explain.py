@@ -146,6 +146,38 @@ def test_lambda_y_zero_equal_sizes_decays_geometrically():
     _brackets(r)
 
 
+def test_bounded_label_table_brackets_the_exact_value():
+    """Classes bigger than ``max_exact`` get certified mini-batch bounds on their W's (an
+    inexact label table): OT is monotone in the ground cost, so the flow's bracket at step 0
+    must contain the exact-inner OTDD^2 (an independent computation with every W exact)."""
+    rng = np.random.default_rng(4)
+    n, m = 80, 70
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 2)) + 3 * y[:, None]
+    yb = rng.integers(0, 2, m)
+    Y = rng.normal(size=(m, 2)) * 1.2 + 3 * yb[:, None] + 0.4
+    exact = otdd_flow(X, y, Y, yb, steps=0)
+    opts = {"max_exact": 10, "solver": "minibatch", "options": {"batch_size": 8}}
+    r = otdd_flow(X, y, Y, yb, steps=2, inner_options=opts)
+    assert r.lower[0] <= exact.values[0] <= r.upper[0]
+    assert r.upper[0] > r.lower[0]  # the inner bounds are not exact here: a real bracket
+    _brackets(r)
+
+
+def test_gaussian_inner_is_the_otdd_quantity():
+    """inner='gaussian': values[0] is otaudit.otdd(..., inner='gaussian').value (same label
+    table in closed form, same exact LP; rel 1e-9 for the summation order)."""
+    X, y, Y, yb = _minibatch_problem(13)
+    X, y, Y, yb = X[:60], y[:60], Y[:50], yb[:50]
+    r = otdd_flow(X, y, Y, yb, steps=2, inner="gaussian")
+    ref = otaudit.otdd(X, y, Y, yb, inner="gaussian")
+    assert r.values[0] == pytest.approx(ref.value, rel=1e-9)
+    assert r.values[-1] == pytest.approx(
+        otaudit.otdd(r.X, y, Y, yb, inner="gaussian").value, rel=1e-9
+    )
+    _brackets(r)
+
+
 def _minibatch_problem(seed=7):
     rng = np.random.default_rng(seed)
     n, m, d = 300, 260, 3

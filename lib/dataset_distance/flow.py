@@ -69,7 +69,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # the result
 # --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FlowResult:
     """What moved when dataset A flows toward B (immutable; arrays other than ``X`` and
     ``trajectory`` are read-only).
@@ -313,10 +313,11 @@ def _solve(setup: _Setup, X: torch.Tensor) -> _Solved:
     n_solves = table.n_solves + 1
     if not table.exact:
         # OT is monotone in the ground cost: the lower table's certified lower bound is a
-        # lower bound on OTDD², and the plan's cost under the upper table an upper bound
+        # lower bound on OTDD², and the plan's cost under the upper table an upper bound (the
+        # bounds of the solve with the value table certify nothing about the true cost)
         lower = _outer(setup, sa, table.lower)[1]
         n_solves += 1
-        upper = min(upper, sum(_plan_cost(X, sa, setup, plan, table.upper)))
+        upper = sum(_plan_cost(X, sa, setup, plan, table.upper))
         value = min(max(value, lower), upper)
     lower = max(lower, 0.0)
     value = max(value, lower)
