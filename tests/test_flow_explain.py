@@ -470,6 +470,20 @@ def test_demo_drifts_are_explained():
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_demo_manifest_explains_the_planted_drifts(tmp_path):
+    """`otaudit demo` audits with `explain:` naming the mirrored and the missing-classes
+    vendors (their verdicts: test_demo_drifts_are_explained)."""
+    import yaml
+
+    from otaudit.app.demo import VENDORS, demo_manifest
+    from otaudit.data.manifest import parse_manifest
+
+    paths = {n: tmp_path / f"{n}.parquet" for n in VENDORS}
+    m = parse_manifest(yaml.safe_load(demo_manifest(tmp_path, paths)))
+    assert m.explain is not None
+    assert m.explain.pairs == [("vendor_a", "vendor_flipped"), ("vendor_b", "vendor_missing")]
+
+
 def test_audit_flow_writes_explanations(dask_cluster, tmp_path):
     """The audit flow with `explain:` on real parts (Prefect harness, Dask LocalCluster):
     the flagged pair is explained, its flow tables and plot join the report, and the flow's
