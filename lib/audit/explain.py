@@ -210,9 +210,11 @@ def explain_section(paragraphs: Sequence[str], plots: Sequence[str] = ()) -> str
         out += ["No pair was explained (none flagged and none named under `explain.pairs`).", ""]
         return "\n".join(out)
     out.append(
-        "Each flagged pair's first dataset flows toward the second along the OTDD plan "
+        "Each explained pair's first dataset flows toward the second along the OTDD plan "
         "(classes fixed, class statistics recomputed each step). The residual is the share "
-        "of OTDD² left when every point is moved all the way to its target."
+        "of OTDD² left when every point is moved all the way to its target, along the OTDD "
+        "plan or along the class-respecting plan (class proportions matched by OT), "
+        "whichever leaves less."
     )
     out.append("")
     for p in paragraphs:
@@ -277,7 +279,7 @@ def render_flow_plot(
         Tb = np.asarray(target) @ W
         ax2.scatter(Tb[:, 0], Tb[:, 1], s=4, c="lightgrey", label="target")
     labels = np.asarray(result.trajectory_labels, dtype=object)
-    classes = list(dict.fromkeys(labels.tolist()))
+    classes = sorted(dict.fromkeys(labels.tolist()), key=str)
     colours = matplotlib.colormaps["tab10"]
     for ci, c in enumerate(classes[:max_classes]):
         sel = labels == c
