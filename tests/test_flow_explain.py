@@ -505,7 +505,7 @@ def test_audit_flow_writes_explanations(dask_cluster, tmp_path):
         lines.append(f"  - {{name: {name}, uri: {uri}, features: features, label: label}}")
     lines.append("measures:\n  otdd: {inner: exact}")
     lines.append("thresholds: {otdd: 1.0}")  # vendor_a vs vendor_relabelled is 0: not flagged
-    lines.append("explain: {steps: 2, step_size: 0.5, top_features: 2}")
+    lines.append("explain: {steps: 2, step_size: 0.5, top_features: 2, export: true}")
     path = tmp_path / "manifest.yaml"
     path.write_text("\n".join(lines) + "\n")
     outcome = run_audit(str(path), dask_address=dask_cluster, settings=load_settings())
@@ -535,3 +535,7 @@ def test_audit_flow_writes_explanations(dask_cluster, tmp_path):
     assert feats.num_rows == 64 * len(pairs)
     with open(f"{root}/flow_vendor_a__vendor_flipped.png", "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    # export: true writes the flowed dataset (A's final points, A's labels)
+    flowed = pq.read_table(f"{root}/flowed_vendor_a__vendor_flipped.parquet")
+    assert flowed.num_rows == 90 and set(flowed.column_names) == {"x", "y"}
+    assert flowed.column("y").to_pylist() == [str(v) for v in data["vendor_a"][1][:90]]
