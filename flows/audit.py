@@ -31,11 +31,19 @@ from prefect import flow, tags
 
 from otaudit.flows.runtime import SettingsDaskTaskRunner, cluster_has_gpus
 from otaudit.tasks.datasets import prepare_dataset
+from otaudit.tasks.explain import explain_pairs
 from otaudit.tasks.pairs import SCREEN_MEASURE, block_refs, compute_pair_block, select_screened
 from otaudit.tasks.plan import new_run_id, plan_audit
 from otaudit.tasks.report import publish_report
 
 __all__ = ["audit"]
+
+
+def _explain(plan: Any, refs: dict[str, Any], blocks: list[Any]) -> Any:
+    """The explanation task's future when the manifest has ``explain:``, else None."""
+    if plan.manifest.explain is None:
+        return None
+    return explain_pairs.submit(plan, list(refs.values()), blocks)
 
 
 @flow(
@@ -78,7 +86,8 @@ def audit(
                 compute_pair_block.submit(block, block_refs(block, refs), plan)
                 for block in plan.blocks
             ]
-            outcome = publish_report.submit(plan, list(refs.values()), blocks)
+            why = _explain(plan, refs, blocks)
+            outcome = publish_report.submit(plan, list(refs.values()), blocks, explanation=why)
             return outcome.result()
         screened = [
             compute_pair_block.submit(block, block_refs(block, refs), plan, [SCREEN_MEASURE])
@@ -90,6 +99,10 @@ def audit(
             for block in screen["blocks"]
         ]
         outcome = publish_report.submit(
-            plan, list(refs.values()), screened + blocks, screening=screen
+            plan,
+            list(refs.values()),
+            screened + blocks,
+            screening=screen,
+            explanation=_explain(plan, refs, screened + blocks),
         )
         return outcome.result()

@@ -8,6 +8,7 @@ from .core.result import OTResult
 from .core.sliced import sliced_matrix, sliced_otdd
 from .core.solve import ot_bounds, solve_ot
 from .dataset_distance import DatasetStats, dataset_stats, otdd, otdd_from_stats, otdd_matrix
+from .dataset_distance.flow import FlowResult, otdd_flow
 from .errors import (
     ConvergenceWarning,
     FallbackWarning,
@@ -26,6 +27,8 @@ __all__ = [
     "otdd",
     "otdd_matrix",
     "otdd_from_stats",
+    "otdd_flow",
+    "FlowResult",
     "sliced_otdd",
     "sliced_matrix",
     "dataset_stats",

@@ -114,6 +114,25 @@ OTDD_PARTITION_LABEL_WEIGHT: float = 2.0
 SLICED_N_PROJECTIONS: int = 256
 SLICED_N_FRAMES: int = 4
 
+# --- explanations: OTDD gradient flows (otaudit.otdd_flow) ----------------------------
+#: Flow steps (the flow records OTDD² at k = 0..FLOW_STEPS).
+FLOW_STEPS: int = 10
+#: Step size tau in (0, 1]: every point moves this fraction of the way to its barycentric
+#: target per step, so OTDD² decays like (1 - tau)^(2k) for a pure covariate shift.
+FLOW_STEP: float = 0.5
+#: Flow mode: "flow" (re-solve the plan every step) or "geodesic" (move along the first plan).
+FLOW_MODE: str = "flow"
+#: Points of A whose trajectories FlowResult keeps (for plots); None = all.
+FLOW_TRAJECTORY_SAMPLE: int | None = 256
+#: Two plans are "the same" when their supports agree and masses differ by at most this
+#: (relative to the largest mass).
+FLOW_PLAN_RTOL: float = 1e-9
+#: How many top features the report names per explained pair.
+FLOW_TOP_FEATURES: int = 3
+#: Residual share at or below which the report calls a drift "a covariate shift" (above
+#: it, class structure: classes that split, merge or change proportion).
+FLOW_RESIDUAL_SHIFT: float = 0.1
+
 NUMERICS: tuple[str, ...] = (
     "EXACT_MAX_ENTRIES",
     "EMD_MAX_ITER_PER_ENTRY",
@@ -152,6 +171,13 @@ NUMERICS: tuple[str, ...] = (
     "OTDD_PARTITION_LABEL_WEIGHT",
     "SLICED_N_PROJECTIONS",
     "SLICED_N_FRAMES",
+    "FLOW_STEPS",
+    "FLOW_STEP",
+    "FLOW_MODE",
+    "FLOW_TRAJECTORY_SAMPLE",
+    "FLOW_PLAN_RTOL",
+    "FLOW_TOP_FEATURES",
+    "FLOW_RESIDUAL_SHIFT",
 )
 
 # ======================================================================================

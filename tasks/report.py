@@ -44,17 +44,20 @@ def publish_report(
     refs: list[Any],
     block_results: list[Any],
     screening: dict[str, Any] | None = None,
+    explanation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``pairs.parquet``, ``datasets.parquet``, ``summary.md``, ``heatmap.png`` under
     ``<output>/<name>/run=<run_id>/`` (atomic, ``_SUCCESS`` last) and the Prefect artifacts.
 
     ``screening``: the outcome of :func:`otaudit.tasks.pairs.select_screened` when the
-    manifest screens pairs (stated in the summary). Returns the outcome of
+    manifest screens pairs (stated in the summary); ``explanation``: the outcome of
+    :func:`otaudit.tasks.explain.explain_pairs` (its section ends the summary, its files join
+    the report). Returns the outcome of
     :func:`otaudit.audit.publish.publish`. A storage error still failing after the retries
     fails the run (there is no report to write it into).
     """
     pair_rows, ds_rows = collect_rows(plan, refs, block_results)
-    outcome = publish(plan, ds_rows, pair_rows, screening)
+    outcome = publish(plan, ds_rows, pair_rows, screening, explanation)
     name = plan.manifest.name
     create_markdown_artifact(
         markdown=outcome["summary"] + f"\n\nReport: `{outcome['uri']}`\n",

@@ -12,7 +12,9 @@ Vendors (8x8 digit images, 64 features, labels 0-9):
   strings (``"digit-k"``). OTDD is invariant to renaming labels: its distance to
   ``vendor_a`` is exactly 0 — the near-duplicate the summary points out.
 
-The manifest flags pairs with OTDD above ``config.DEMO_OTDD_THRESHOLD`` (the mirrored vendor).
+The manifest flags pairs with OTDD above ``config.DEMO_OTDD_THRESHOLD`` (the mirrored vendor)
+and explains two drifts with OTDD gradient flows (``explain:``): the mirrored vendor (a
+covariate shift: in the features) and the missing-classes vendor (class structure).
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ def demo_manifest(
         "measures": {"otdd": {"inner": "exact"}, "ot_bounds": {"batch_size": 128}},
         "pairs": "all",
         "thresholds": {"otdd": float(otdd_threshold)},
+        # what moved: the mirrored vendor (features) and the missing-classes vendor (classes)
+        "explain": {"pairs": [["vendor_a", "vendor_flipped"], ["vendor_b", "vendor_missing"]]},
         "schedule": config.DEFAULT_CRON,
     }
     return yaml.safe_dump(doc, sort_keys=False)

@@ -29,7 +29,7 @@ from .plan import AuditPlan
 from .prepare import DatasetRef
 from .report import failed_pair_row, pair_row, result_record
 
-__all__ = ["measure_params", "compute_pair", "compute_pairs", "failed_block_rows"]
+__all__ = ["Loader", "measure_params", "compute_pair", "compute_pairs", "failed_block_rows"]
 
 
 def measure_params(plan: AuditPlan, measure: str) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def compute_pair(
     raise ValueError(f"unknown measure {measure!r}")  # the manifest validates measures
 
 
-class _Loader:
+class Loader:
     """Reads each dataset's statistics / embeddings from the cache once per block, onto
     ``device``."""
 
@@ -132,7 +132,7 @@ def compute_pairs(
     from ..data.cache import pair_key
 
     cache = plan.cache()
-    load = _Loader(plan, cache, device)
+    load = Loader(plan, cache, device)
     rows: list[dict[str, Any]] = []
     common = {"run_id": plan.run_id, "code_version": plan.code_version}
     for a, b in block:

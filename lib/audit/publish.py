@@ -53,6 +53,7 @@ def publish(
     dataset_rows: list[dict[str, Any]],
     pair_rows: list[dict[str, Any]],
     screening: dict[str, Any] | None = None,
+    explanation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``pairs.parquet``, ``datasets.parquet``, ``summary.md``, ``heatmap.png`` and
     return the outcome: ``uri``, ``run_id``, ``status``, ``exit_code`` (see
@@ -60,6 +61,8 @@ def publish(
     ``flagged`` and the ``summary`` text.
 
     ``screening``: the outcome of the screening pass (stated in the summary).
+    ``explanation``: the outcome of :func:`otaudit.audit.explain_run.explain_run` (its
+    ``section`` ends the summary, its ``files`` — ``flow_*.parquet``, plots — join the report).
     """
     m = plan.manifest
     summary = render_summary(
@@ -71,6 +74,8 @@ def publish(
         wall_seconds=time.time() - plan.started_at,
         screening=screening,
     )
+    if explanation:
+        summary = summary.rstrip("\n") + "\n\n" + explanation["section"]
     png = render_heatmap(
         pair_rows=pair_rows, names=plan.names, title=f"{m.name} — run {plan.run_id}"
     )
@@ -80,6 +85,8 @@ def publish(
         summary=summary,
         heatmap_png=png,
     )
+    if explanation:
+        files.update(explanation["files"])
     uri = write_report(plan.store(), m.name, plan.run_id, files)
     a = assess(pair_rows, dataset_rows, m.thresholds)
     return {

@@ -56,6 +56,7 @@ __all__ = [
     "SlicedMeasure",
     "MeasuresSpec",
     "ScreenSpec",
+    "ExplainSpec",
     "PairsNew",
     "PairsTarget",
     "Manifest",
@@ -408,6 +409,26 @@ class ScreenSpec(_Model):
     order: Literal["nearest", "farthest"] = config.SCREEN_ORDER  # type: ignore[assignment]
 
 
+class ExplainSpec(_Model):
+    """Explanations (``explain: {pairs: flagged, mode: flow, steps: 10}``): an OTDD gradient
+    flow (:func:`otaudit.otdd_flow`) of each pair's first dataset toward its second; the
+    report gains ``flow_*.parquet``, a summary section and a plot per pair.
+
+    ``pairs``: ``flagged`` (the pairs above a threshold) or a list of ``[a, b]`` names.
+    ``export``: also write the flowed dataset (labelled synthetic data) per pair.
+    """
+
+    pairs: Literal["flagged"] | list[tuple[str, str]] = "flagged"
+    mode: Literal["flow", "geodesic"] = config.FLOW_MODE  # type: ignore[assignment]
+    steps: int = Field(default=config.FLOW_STEPS, ge=0)
+    step_size: float = Field(default=config.FLOW_STEP, gt=0, le=1)
+    top_features: int = Field(default=config.FLOW_TOP_FEATURES, ge=1)
+    trajectory_sample: int | None = Field(default=config.FLOW_TRAJECTORY_SAMPLE, ge=1)
+    solver: Literal["auto", "exact", "minibatch"] = "auto"
+    options: dict[str, Any] = Field(default_factory=dict)
+    export: bool = False
+
+
 class Manifest(_Model):
     """A whole audit: datasets, measures, pairs, output location, schedule."""
 
@@ -424,6 +445,8 @@ class Manifest(_Model):
     #: Cron expression for deployments (``"0 3 * * *"``).
     schedule: str | None = None
     shard_rows: int = Field(default=config.SHARD_ROWS, gt=0)
+    #: Explain pairs with OTDD gradient flows (``explain:`` with no value: defaults).
+    explain: ExplainSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -442,6 +465,31 @@ class Manifest(_Model):
     def _screen_empty(cls, v: Any) -> Any:
         # `screen:` with no value: report the missing `keep` rather than ignoring the key
         return {} if v is None else v
+
+    @field_validator("explain", mode="before")
+    @classmethod
+    def _explain_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @model_validator(mode="after")
+    def _explain_pairs(self) -> Manifest:
+        names = [d.name for d in self.datasets]
+        if self.explain is not None and self.explain.pairs != "flagged":
+            for a, b in self.explain.pairs:
+                for w in (a, b):
+                    if w not in names:
+                        raise _err(
+                            f"unknown dataset {w!r}",
+                            f"use one of the dataset names: {', '.join(names)}",
+                            field="explain.pairs",
+                        )
+                if a == b:
+                    raise _err(
+                        f"pair [{a}, {b}] names one dataset twice",
+                        "name two different datasets",
+                        field="explain.pairs",
+                    )
+        return self
 
     @field_validator("schedule")
     @classmethod
@@ -553,6 +601,7 @@ _MODEL_FOR_LOC: dict[tuple[str, ...], type[BaseModel]] = {
     ("measures", "ot_bounds"): BoundsMeasure,
     ("measures", "sliced"): SlicedMeasure,
     ("screen",): ScreenSpec,
+    ("explain",): ExplainSpec,
 }
 
 

@@ -40,6 +40,7 @@ def minibatch_bounds(
     lower_rounds: int = config.BOUNDS_LOWER_ROUNDS,
     lower_sinkhorn: int | None = None,
     block_solver: str = config.BOUNDS_BLOCK_SOLVER,
+    plan_out: list | None = None,
 ) -> OTResult:
     """Certified mini-batch lower/upper bounds on ``OT(a, b)`` for any ground cost.
 
@@ -86,6 +87,8 @@ def minibatch_bounds(
             plan, so the upper bound stays a feasible plan's cost, and the lower bound is
             certified by the same LP correction and c-transforms) or ``"auto"`` (sinkhorn
             on CUDA, exact elsewhere). Knobs: ``config.BOUNDS_BLOCK_SINKHORN_*``.
+        plan_out: a list to receive the final sparse plan ``(px, qy, mass)`` (the feasible
+            plan whose cost is ``upper``; used by :func:`otaudit.otdd_flow`), or None.
     Returns:
         OTResult with ``value = (lower + upper) / 2`` (the midpoint minimises the worst-case
         error; the upper bound with ``lower="none"``), ``n_solves`` the mini-batch solves
@@ -106,11 +109,16 @@ def minibatch_bounds(
         lower_sinkhorn=lower_sinkhorn,
         block_solver=block_solver,
     )
-    return run_minibatch(cost, a, b, settings)
+    return run_minibatch(cost, a, b, settings, plan_out=plan_out)
 
 
 def run_minibatch(
-    cost: GroundCost, a: torch.Tensor | None, b: torch.Tensor | None, s: MinibatchSettings
+    cost: GroundCost,
+    a: torch.Tensor | None,
+    b: torch.Tensor | None,
+    s: MinibatchSettings,
+    *,
+    plan_out: list | None = None,
 ) -> OTResult:
     """:func:`minibatch_bounds` with typed settings: the stages composed."""
     t0 = time.perf_counter()
@@ -132,6 +140,8 @@ def run_minibatch(
         rounds=rounds, batch_size=s.batch_size, gen=gen,
     )  # fmt: skip
     ub = ref.upper
+    if plan_out is not None:
+        plan_out.append((ref.plan.px, ref.plan.qy, ref.plan.mass))
     if s.lower == "none":
         lo = None
     else:

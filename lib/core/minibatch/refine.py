@@ -174,6 +174,7 @@ class Refined:
     upper: float
     history: list[float]
     duals: Potentials
+    plan: Plan  # the feasible plan whose cost is ``upper``
 
 
 def refine_rounds(
@@ -196,7 +197,8 @@ def refine_rounds(
     cost, ledger = store.cost, store.ledger
     hist = [upper]
     if rounds <= 0:
-        return Refined(upper, hist, duals)
+        return Refined(upper, hist, duals, plan)
+    best = plan
     k = max(1, math.ceil(max(cost.n, cost.m) / batch_size))
     max_group = (4 if store.block_solver == "exact" else 8) * batch_size
     for _ in range(rounds):
@@ -211,6 +213,7 @@ def refine_rounds(
             plan = step.plan
             if step.upper <= hist[-1]:
                 hist.append(step.upper)
+                best = plan
                 if step.covered:
                     duals = step.duals
-    return Refined(min(hist), hist, duals)
+    return Refined(min(hist), hist, duals, best)

@@ -1,0 +1,41 @@
+"""Explanations: ONE Prefect task runs the OTDD gradient flows of the pairs the manifest's
+``explain:`` names (:func:`otaudit.audit.explain_run.explain_run`) and publishes the
+section, with its plots, as a Prefect markdown artifact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from otaudit import config
+from otaudit.audit.explain_run import explain_run
+
+from .plan import AuditPlan
+from .report import artifact_key, collect_rows
+from .retry import is_transient
+
+__all__ = ["explain_pairs"]
+
+
+@task(
+    name="explain-pairs",
+    retries=config.TASK_RETRIES,
+    retry_delay_seconds=config.TASK_RETRY_DELAY_S,
+    retry_condition_fn=is_transient,
+    cache_policy=NO_CACHE,
+)
+def explain_pairs(plan: AuditPlan, refs: list[Any], block_results: list[Any]) -> dict[str, Any]:
+    """The explanation of the run (see :func:`otaudit.audit.explain_run.explain_run`):
+    ``{"pairs", "section", "files"}``, ``{}`` without ``explain:`` in the manifest."""
+    pair_rows, dataset_rows = collect_rows(plan, refs, block_results)
+    out = explain_run(plan, refs, pair_rows, dataset_rows)
+    if out:
+        create_markdown_artifact(
+            markdown=out["section"] + "\n" + "\n\n".join(out.pop("images")),
+            key=artifact_key(plan.manifest.name, "explain"),
+            description=f"otaudit explanations (OTDD gradient flows) of run {plan.run_id}",
+        )
+    return out
