@@ -13,6 +13,7 @@ import torch
 from .. import config
 from ..errors import InputError
 from .arrays import as_points, as_weights, check_pair, device_of
+from .certify import scale_points, unscale_result
 from .costs import GroundCost, SqEuclidean
 from .exact import emd
 from .minibatch import check_knobs, minibatch_bounds
@@ -40,10 +41,11 @@ def exact_ot(
     a = _weights(a, cost.n, cost.device, "a")
     b = _weights(b, cost.m, cost.device, "b")
     sol = emd(a, b, cost.block(None, None), max_iter=max_iter)
+    lo = min(max(sol.lower, 0.0), sol.upper)  # verified interval (costs are >= 0)
     return OTResult(
-        value=sol.cost,
-        lower=sol.cost,
-        upper=sol.cost,
+        value=min(max(sol.cost, lo), sol.upper),
+        lower=lo,
+        upper=sol.upper,
         certified=True,
         method="exact",
         n_solves=1,
@@ -169,6 +171,7 @@ def ot_bounds(
     Xt = as_points(X, name="X", device=dev)
     Yt = as_points(Y, name="Y", device=dev)
     check_pair(Xt, Yt)
+    Xt, Yt, s2 = scale_points(Xt, Yt)  # issue 13: extreme scales, exact power of two
     cost = SqEuclidean(Xt, Yt)
     if solver == "auto":
         small = cost.n * cost.m <= config.EXACT_MAX_ENTRIES
@@ -187,6 +190,7 @@ def ot_bounds(
         )
     else:
         res = solve_ot(cost, a, b, solver=solver, **opts)
+    res = unscale_result(res, s2)
     return res.replace(
         params={**res.params, "solver": solver, "n": cost.n, "m": cost.m, "d": int(Xt.shape[1])}
     )

@@ -13,6 +13,7 @@ import torch
 from ... import config
 from ...errors import InputError
 from ..arrays import as_weights
+from ..certify import certified_upper_support
 from ..costs import (
     GroundCost,
     has_lower_block,
@@ -310,6 +311,7 @@ def minibatch_bounds(
         extra["lower_history"] = lb_hist
     # Ground costs are non-negative (GroundCost protocol), so OT >= 0 is itself certified.
     lb = max(lb, 0.0)
+    ub = certified_upper_support(cost, px, qy, mass, a, b, ub)  # issue 13: float error
     lb = min(lb, ub)  # never report lower > upper from round-off (both remain valid)
     extra.update(
         width_rel=(ub - lb) / ub if ub > 0 else 0.0,
