@@ -12,21 +12,22 @@ tolerances, so on costs of magnitude 1e-16 it returns non-optimal plans that its
    in floating point; entries that underflow are covered by ``eta`` in the checks);
 2. solves the rescaled problem;
 3. verifies on the rescaled cost what POT returned: the plan's marginals, the dual
-   feasibility ``f_i + g_j <= C_ij`` (its computed maximal violation ``V``) and the duality
+   feasibility ``f_i + g_j <= C_ij`` (POT's duals are feasible to its tolerance only: a
+   double c-transform makes them feasible up to one rounding per entry) and the duality
    gap. The certified interval is ``[lower, upper]`` with ``upper`` = the plan's cost
    (:func:`otaudit.core.certify.certified_plan_cost`, plus ``2 max C`` times the L1
    marginal error when the plan's marginals are off by more than the float round-off of the
    weights themselves — Altschuler, Weed & Rigollet 2017, Lemma 7: rounding onto the exact
-   marginals moves at most that much mass) and ``lower`` = the dual objective of
-   ``(f - V, g)`` (:func:`otaudit.core.certify.certified_dual_objective`, with the float
-   error of evaluating ``f_i + g_j - C_ij`` as further infeasibility);
+   marginals moves at most that much mass) and ``lower`` = the dual objective of the
+   c-transformed duals (:func:`otaudit.core.certify.certified_dual_objective`, with the
+   float error ``4 u (max C + max |f| + max |g|)`` of the c-transform as infeasibility);
 4. if the gap exceeds ``GAP_TOL`` (relative to ``max |C|``) re-solves once on the reduced
    cost ``C - r_i - c_j`` (row then column minima subtracted; the same LP up to a constant)
    and keeps the better certificate of each side, both verified on the rescaled ``C``;
 5. scales ``cost``, ``lower``, ``upper`` and the duals back by ``1/s`` (exact).
 
-The duals returned are ``(f - V)/s, g/s`` (feasible up to float round-off, which the
-certified ``lower`` already accounts for).
+The duals returned are the c-transformed ``f/s, g/s`` (feasible up to float round-off,
+which the certified ``lower`` already accounts for).
 """
 
 from __future__ import annotations
@@ -109,16 +110,55 @@ def _check(a, b, Cs, P, f, g):
     Cm = Cs[np.ix_(ma, mb)]
     fm, gm = f[ma], g[mb]
     if fm.size and gm.size and np.all(np.isfinite(fm)) and np.all(np.isfinite(gm)):
-        V = float((fm[:, None] + gm[None, :] - Cm).max())
-        shift = max(V, 0.0)
-        f2 = f - shift
-        big = cmax + float(np.abs(f2[ma]).max()) + float(np.abs(gm).max())
-        infeas = 2.0 * U64 * big + ETA64 * 4
-        lower = certified_dual_objective(f2, a, g, b, infeasibility=infeas)
+        # POT's duals are feasible only to its internal tolerance (~1e-13 on costs ~1):
+        # the double c-transform g' = min_i C - f, f' = min_j C - g' makes them feasible
+        # up to one rounding per entry (|fl(C - f) - (C - f)| <= u |C - f|) and can only
+        # raise the objective of a feasible pair
+        g2 = g.copy()
+        f2 = f.copy()
+        g2[mb] = (Cm - fm[:, None]).min(0)
+        f2[ma] = (Cm - g2[mb][None, :]).min(1)
+        big = cmax + float(np.abs(f2[ma]).max()) + float(np.abs(g2[mb]).max())
+        infeas = 4.0 * U64 * big + ETA64 * 4
+        lower = certified_dual_objective(f2, a, g2, b, infeasibility=infeas)
     else:
-        f2 = f
+        f2, g2 = f, g
         lower = -math.inf
-    return lower, upper, f2
+    return lower, upper, f2, g2
+
+
+def _tree_duals(P: np.ndarray, Cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Duals recomputed from the plan's support: ``f_i + g_j = C_ij`` along a spanning
+    forest of the support graph (breadth first, one subtraction per node, so the residual
+    on the tree is one rounding instead of the simplex's accumulated pivot updates; POT's
+    own duals violate complementary slackness by ~3e-14 on costs ~1). Each component's
+    root gets ``f = 0``; the c-transforms in :func:`_check` then restore feasibility."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order
+
+    n, m = Cs.shape
+    ii, jj = np.nonzero(P > 0)
+    G = coo_matrix((np.ones(ii.size), (ii, n + jj)), shape=(n + m, n + m)).tocsr()
+    G = G + G.T
+    f = np.full(n, np.nan)
+    g = np.full(m, np.nan)
+    seen = np.zeros(n + m, dtype=bool)
+    for root in range(n + m):
+        if seen[root]:
+            continue
+        order, pred = breadth_first_order(G, root, directed=False, return_predecessors=True)
+        seen[order] = True
+        if root < n:
+            f[root] = 0.0
+        else:
+            g[root - n] = 0.0
+        for v in order[1:]:
+            u = pred[v]
+            if v < n:  # row v reached from column u - n
+                f[v] = Cs[v, u - n] - g[u - n]
+            else:  # column v - n reached from row u
+                g[v - n] = Cs[u, v - n] - f[u]
+    return np.nan_to_num(f), np.nan_to_num(g)
 
 
 def emd(a, b, C, *, max_iter: int | None = None) -> ExactSolution:
@@ -155,7 +195,11 @@ def emd(a, b, C, *, max_iter: int | None = None) -> ExactSolution:
     s = pow2_scale(float(np.abs(C).max(initial=0.0)))
     Cs = C * s
     P, f, g = _pot(a, b, Cs, max_iter, n, m)
-    lower, upper, f = _check(a, b, Cs, P, f, g)
+    lower, upper, f, g = _check(a, b, Cs, P, f, g)
+    if not (upper - lower <= 4 * (n + m) * U64 * max(upper, 2.0**-1022)):
+        lo_t, _, f_t, g_t = _check(a, b, Cs, P, *_tree_duals(P, Cs))
+        if lo_t > lower:
+            lower, f, g = lo_t, f_t, g_t
     if not (upper - lower <= GAP_TOL):
         # re-solve once on the reduced cost (same LP up to the constant <r, a> + <c, b>)
         r = Cs.min(1)
@@ -167,11 +211,11 @@ def emd(a, b, C, *, max_iter: int | None = None) -> ExactSolution:
         except SolverError:
             P2 = None
         if P2 is not None:
-            lo2, up2, f2 = _check(a, b, Cs, P2, f2 + r, g2 + c)
+            lo2, up2, f2, g2 = _check(a, b, Cs, P2, f2 + r, g2 + c)
             if up2 < upper:
                 P, upper = P2, up2
             if lo2 > lower:
-                lower, f, g = lo2, f2, g2 + c
+                lower, f, g = lo2, f2, g2
     if not (lower <= upper):  # both are verified; equal up to their margins
         lower = min(lower, upper)
     cost = math.fsum((P[P > 0] * C[P > 0]).ravel()) if P.size else 0.0

@@ -45,9 +45,24 @@ def sort_rows(X: torch.Tensor) -> torch.Tensor:
     return X[idx]
 
 
+def _shifted_mean(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(mu, D, m)`` for sorted float64 rows ``X``: the mean is computed about the first row
+    ``x0`` (``D = X - x0``, ``m = mean D``, ``mu = x0 + m``), so that a large common offset
+    does not enter the rounding of the sum (error ``~u * spread`` instead of ``u * offset``)
+    and identical rows have exactly their value as mean (``D = 0``)."""
+    x0 = X[0]
+    D = X - x0
+    m = D.mean(0)
+    return x0 + m, D, m
+
+
 def ordered_mean(X: torch.Tensor) -> torch.Tensor:
-    """``X.mean(0)`` in float64, independent of the order of the rows (:func:`sort_rows`)."""
-    return sort_rows(X.to(torch.float64)).mean(0)
+    """The mean of ``X [n, d]`` in float64, independent of the order of the rows
+    (:func:`sort_rows`), computed about the first sorted row (see :func:`covariance`)."""
+    X = sort_rows(X.to(torch.float64))
+    if X.shape[0] == 0:
+        return X.mean(0)
+    return _shifted_mean(X)[0]
 
 
 def covariance(X: torch.Tensor, ridge: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +73,10 @@ def covariance(X: torch.Tensor, ridge: float = 0.0) -> tuple[torch.Tensor, torch
     Requires ``n >= 2`` (the caller checks and raises a named error).
     """
     X = sort_rows(X.to(torch.float64))
-    mu = X.mean(0)
-    Z = X - mu
+    # about the first sorted row: the centred rows Z = (X - x0) - m never see the offset's
+    # rounding (u |mu|), so S errs by ~(n + d) u spread^2, and constant rows give S = 0
+    mu, D, m = _shifted_mean(X)
+    Z = D - m
     S = (Z.T @ Z) / (X.shape[0] - 1)
     S = 0.5 * (S + S.T)
     if ridge > 0:

@@ -51,6 +51,7 @@ __all__ = [
     "BatchedPlans",
     "sparsify_plan",
     "sinkhorn_online",
+    "eps_stages",
 ]
 
 
@@ -71,6 +72,18 @@ def _as_reg(reg: float | torch.Tensor, B: int, ref: torch.Tensor) -> torch.Tenso
     if r.ndim == 0:
         r = r.expand(B)
     return r.reshape(B, 1, 1)
+
+
+def eps_stages(hi, lo, n: int) -> list:
+    """The one epsilon-scaling schedule of otaudit's Sinkhorn loops: ``n`` geometric warm-up
+    values strictly between ``hi`` and ``lo`` (largest first),
+    ``hi (lo / hi)^(1 - s / (n + 1))`` for ``s = n, ..., 1``; scalars or tensors.
+    :func:`sinkhorn_log` uses it from ``max C`` down to ``reg``; :func:`sinkhorn_bounds` from
+    ``reg 10^(steps + 1)`` (stages ``reg 10^steps, ..., reg 10``). The mini-batch dual ascent
+    (:func:`otaudit.core.minibatch.lower.sinkhorn_dual_ascent`) keeps its configured list
+    ``config.BOUNDS_LOWER_SINKHORN_REGS`` (1e-1, 3e-2, 1e-2: not geometric; replacing it would
+    change the default lower bounds)."""
+    return [hi * (lo / hi) ** (1 - s / (n + 1)) for s in range(n, 0, -1)]
 
 
 def sinkhorn_log(
@@ -114,10 +127,7 @@ def sinkhorn_log(
     stages: list[torch.Tensor] = []
     if eps_scaling > 0:
         cmax = C.amax(dim=(1, 2)).reshape(B, 1, 1).clamp(min=1e-30)
-        for s in range(eps_scaling, 0, -1):
-            stages.append(
-                torch.maximum(eps_final, cmax * (eps_final / cmax) ** (1 - s / (eps_scaling + 1)))
-            )
+        stages = [torch.maximum(eps_final, e) for e in eps_stages(cmax, eps_final, eps_scaling)]
     a_mass = log_a.exp()
     err = torch.full((B,), math.inf, dtype=dt, device=C.device)
     n_iter = 0
@@ -518,10 +528,10 @@ def sinkhorn_bounds(
     # the coarse stages only provide starting potentials, the certificates come from the last.
     f0 = g0 = None
     n_iter = 0
-    stage_reg = float(reg) * 10.0**config.SINKHORN_EPS_SCALING_STEPS
+    steps = config.SINKHORN_EPS_SCALING_STEPS
     # the coarse stages only warm-start the next: a loose tolerance and a tenth of the
     # iterations each (issue 13: 300 x 300 took 40-58 s when every stage ran to max_iter)
-    while stage_reg > float(reg) * 1.5:
+    for stage_reg in eps_stages(float(reg) * 10.0 ** (steps + 1), float(reg), steps):
         _, _, f0, g0, it, _, _ = sinkhorn_online(
             work,
             a,
@@ -534,7 +544,6 @@ def sinkhorn_bounds(
             warn=False,
         )
         n_iter += it
-        stage_reg /= 10.0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         lo, up, _, _, it, conv, _ = sinkhorn_online(
