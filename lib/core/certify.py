@@ -248,14 +248,16 @@ def certified_lower_of(
     LP correction, ``D_kl`` (a block minimum of ``fl(fl(C~ - f) - g)``, or a certified float32
     lower bound), the slack shift and the sums ``f + u_k``, ``g + v_l`` add at most
     ``2 u (|C~| + |f| + |g|) + 2 u (|u| + |v|)`` more. The evaluated cost ``C~`` exceeds the
-    real ``C`` by at most ``rho C + abs`` (the cost's :meth:`rel_error`, :meth:`abs_error`;
-    0 for costs that do not state one: they are then certified as evaluated in float64). So
-    ``f_i + g_j <= C_ij + delta`` with ``delta = rho max C + abs + 8 u (max C + max |f| +
-    max |g| + extra)`` (``extra = max |u| + max |v|`` for the LP step; the factor 8 > 6
+    real ``C`` by at most ``ev`` (the cost's :meth:`max_abs_error`, else ``rho max C + abs``
+    from :meth:`rel_error`, :meth:`abs_error`; 0 for costs that state neither: they are
+    then certified as evaluated in float64). So ``f_i + g_j <= C_ij + delta`` with
+    ``delta = ev + 8 u (max C + max |f| + max |g| + extra)`` (``extra = max |u| + max |v|`` for the LP step; the factor 8 > 6
     covers the float64 evaluation of delta itself)."""
     fa = f[a > 0]
     gb = g[b > 0]
     fm = float(fa.abs().max()) if fa.numel() else 0.0
     gm = float(gb.abs().max()) if gb.numel() else 0.0
-    delta = _rel_error(cost) * cmax + _abs_error(cost) + 8 * U64 * (cmax + fm + gm + extra)
+    mae = getattr(cost, "max_abs_error", None)
+    ev = float(mae()) if callable(mae) else _rel_error(cost) * cmax + _abs_error(cost)
+    delta = ev + 8 * U64 * (cmax + fm + gm + extra)
     return certified_dual_objective(f, a, g, b, infeasibility=delta)

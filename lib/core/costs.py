@@ -234,6 +234,17 @@ class SqEuclidean:
         """Relative error bound of :meth:`block` entries (:func:`sq_euclidean_rel_error`)."""
         return sq_euclidean_rel_error(int(self.X.shape[1]))
 
+    def max_abs_error(self) -> float:
+        """A bound on ``|C~_ij - C_ij|`` over all entries of :meth:`block` (absolute): the
+        expansion errs by ``gamma_{d+2} (|x~| + |y~|)^2 <= gamma_{d+2} max_cost`` and the
+        centring by ``2 |x - y| delta + delta^2 <= 3 u max_cost``; direct differences by
+        ``gamma_{d+1} C``; plus the underflow floor. Tighter than ``rel_error * max_cost``
+        (whose ``1/tau`` factor only matters relative to small entries)."""
+        d = int(self.X.shape[1])
+        return (2.0 * _gamma(d + 2) + 4.0 * _U64) * self.max_cost() * (
+            1 + 2.0**-20
+        ) + self.abs_error()
+
     def abs_error(self) -> float:
         """Absolute error floor of :meth:`block` entries (subnormal underflow)."""
         return (int(self.X.shape[1]) + 2) * 2.0**-1074
@@ -351,9 +362,7 @@ class SqEuclidean:
         cm = self.max_cost()
         pm = float(p.abs().max()) if p.numel() else 0.0
         qm = float(q.abs().max()) if q.numel() else 0.0
-        margin = (self.rel_error() * cm + self.abs_error() + 3 * _U64 * (cm + pm + qm)) * (
-            1 + 2.0**-20
-        )
+        margin = (self.max_abs_error() + 3 * _U64 * (cm + pm + qm)) * (1 + 2.0**-20)
         return (B.T.contiguous() if transposed else B), margin
 
 
@@ -489,7 +498,7 @@ class DenseCost:
 
     def __getattr__(self, name: str):
         # the error statements of the wrapped cost hold for its evaluated entries
-        if name in ("rel_error", "abs_error", "max_cost", "pair_cost"):
+        if name in ("rel_error", "abs_error", "max_abs_error", "max_cost", "pair_cost"):
             return getattr(self.base, name)
         raise AttributeError(name)
 
