@@ -94,31 +94,39 @@ def _pot(a, b, C, max_iter: int, n: int, m: int):
     return P, np.asarray(log["u"], dtype=np.float64), np.asarray(log["v"], dtype=np.float64)
 
 
-def _check(a, b, Cs, P, f, g):
-    """Verified ``(lower, upper, f_feasible)`` on the rescaled cost ``Cs``."""
+def _check(a, b, Cs, P, f, g, cmax: float, nz=None):
+    """Verified ``(lower, upper, f_feasible, g_feasible)`` on the rescaled cost ``Cs``
+    (``cmax = max |Cs|``). Two passes over ``Cs`` (the c-transforms) plus one over ``P``."""
     ma, mb = a > 0, b > 0
-    P = np.where(P > 0, P, 0.0)
-    cmax = float(np.abs(Cs).max(initial=0.0))
-    # marginals: tolerated up to the round-off of the weights themselves
+    all_pos = bool(ma.all() and mb.all())
     n, m = Cs.shape
-    err_m = float(np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum())
-    err_m += (n + m) * U64 * float(P.sum()) * 2
+    ii, jj = np.nonzero(P) if nz is None else nz
+    pv = np.maximum(P[ii, jj], 0.0)
+    # marginals: tolerated up to the round-off of the weights themselves
+    err_m = float(
+        np.abs(np.bincount(ii, pv, minlength=n) - a).sum()
+        + np.abs(np.bincount(jj, pv, minlength=m) - b).sum()
+    )
+    err_m += (n + m) * U64 * float(pv.sum()) * 2
     tol_m = 4.0 * (n + m) * U64 * max(float(a.sum()), float(b.sum()))
     extra = 2.0 * err_m * cmax if err_m > tol_m else 0.0
-    upper = certified_plan_cost(P, Cs) + extra * (1 + 4 * U64)
-    # duals: maximal violation on the support of the weights, then its own round-off
-    Cm = Cs[np.ix_(ma, mb)]
-    fm, gm = f[ma], g[mb]
-    if fm.size and gm.size and np.all(np.isfinite(fm)) and np.all(np.isfinite(gm)):
-        # POT's duals are feasible only to its internal tolerance (~1e-13 on costs ~1):
-        # the double c-transform g' = min_i C - f, f' = min_j C - g' makes them feasible
-        # up to one rounding per entry (|fl(C - f) - (C - f)| <= u |C - f|) and can only
-        # raise the objective of a feasible pair
+    upper = certified_plan_cost(pv, Cs[ii, jj]) + extra * (1 + 4 * U64)
+    # duals: POT's are feasible only to its internal tolerance (~1e-13 on costs ~1): the
+    # double c-transform g' = min_i C - f, f' = min_j C - g' makes them feasible up to one
+    # rounding per entry (|fl(C - f) - (C - f)| <= u |C - f|) and can only raise the
+    # objective of a feasible pair
+    Cm = Cs if all_pos else Cs[np.ix_(ma, mb)]
+    fm = f if all_pos else f[ma]
+    if fm.size and Cm.shape[1] and np.all(np.isfinite(fm)):
         g2 = g.copy()
         f2 = f.copy()
-        g2[mb] = (Cm - fm[:, None]).min(0)
-        f2[ma] = (Cm - g2[mb][None, :]).min(1)
-        big = cmax + float(np.abs(f2[ma]).max()) + float(np.abs(g2[mb]).max())
+        gm = (Cm - fm[:, None]).min(0)
+        fm2 = (Cm - gm[None, :]).min(1)
+        if all_pos:
+            g2, f2 = gm, fm2
+        else:
+            g2[mb], f2[ma] = gm, fm2
+        big = cmax + float(np.abs(fm2).max()) + float(np.abs(gm).max())
         infeas = 4.0 * U64 * big + ETA64 * 4
         lower = certified_dual_objective(f2, a, g2, b, infeasibility=infeas)
     else:
@@ -192,12 +200,15 @@ def emd(a, b, C, *, max_iter: int | None = None) -> ExactSolution:
     b = b / b.sum()
     if max_iter is None:
         max_iter = max(config.EMD_MIN_MAX_ITER, config.EMD_MAX_ITER_PER_ENTRY * n * m)
-    s = pow2_scale(float(np.abs(C).max(initial=0.0)))
+    cabs = float(np.abs(C).max(initial=0.0))
+    s = pow2_scale(cabs)
     Cs = C * s
+    cmax = cabs * s
     P, f, g = _pot(a, b, Cs, max_iter, n, m)
-    lower, upper, f, g = _check(a, b, Cs, P, f, g)
+    nz = np.nonzero(P)
+    lower, upper, f, g = _check(a, b, Cs, P, f, g, cmax, nz)
     if not (upper - lower <= 4 * (n + m) * U64 * max(upper, 2.0**-1022)):
-        lo_t, _, f_t, g_t = _check(a, b, Cs, P, *_tree_duals(P, Cs))
+        lo_t, _, f_t, g_t = _check(a, b, Cs, P, *_tree_duals(P, Cs), cmax, nz)
         if lo_t > lower:
             lower, f, g = lo_t, f_t, g_t
     if not (upper - lower <= GAP_TOL):
@@ -211,14 +222,15 @@ def emd(a, b, C, *, max_iter: int | None = None) -> ExactSolution:
         except SolverError:
             P2 = None
         if P2 is not None:
-            lo2, up2, f2, g2 = _check(a, b, Cs, P2, f2 + r, g2 + c)
+            lo2, up2, f2, g2 = _check(a, b, Cs, P2, f2 + r, g2 + c, cmax)
             if up2 < upper:
-                P, upper = P2, up2
+                P, upper, nz = P2, up2, np.nonzero(P2)
             if lo2 > lower:
                 lower, f, g = lo2, f2, g2
     if not (lower <= upper):  # both are verified; equal up to their margins
         lower = min(lower, upper)
-    cost = math.fsum((P[P > 0] * C[P > 0]).ravel()) if P.size else 0.0
+    ii, jj = nz
+    cost = math.fsum((P[ii, jj] * C[ii, jj]).ravel()) if ii.size else 0.0
     lo, up = lower / s, upper / s
     if lo != 0.0 and abs(lo) < 2.0**-1022:
         lo = math.nextafter(lo, -math.inf)
