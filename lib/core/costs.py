@@ -88,13 +88,18 @@ def sq_euclidean(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """
     X = X.to(torch.float64)
     Y = Y.to(torch.float64)
+    Xc, Yc = X, Y
+    nx = (X * X).sum(1)
+    ny = (Y * Y).sum(1)
     if X.shape[0] and Y.shape[0]:
+        # centre only where it matters (a common offset beyond 1/8 of the largest norm):
+        # zero-mean data skip the extra copies; the error bounds (rel_error, max_abs_error)
+        # hold for either choice
         mu = 0.5 * (X.mean(0) + Y.mean(0))
-        Xc, Yc = X - mu, Y - mu
-    else:
-        Xc, Yc = X, Y
-    nx = (Xc * Xc).sum(1)
-    ny = (Yc * Yc).sum(1)
+        if float(mu @ mu) > 2.0**-6 * max(float(nx.max()), float(ny.max())):
+            Xc, Yc = X - mu, Y - mu
+            nx = (Xc * Xc).sum(1)
+            ny = (Yc * Yc).sum(1)
     C = Xc @ Yc.T
     C.mul_(-2.0).add_(nx[:, None]).add_(ny[None, :]).clamp_(min=0.0)
     if C.numel() == 0:
@@ -201,6 +206,7 @@ class SqEuclidean:
         self.m = Y.shape[0]
         self._c32: _Centred32 | None = None
         self._cmax: float | None = None
+        self._rmax: float | None = None
 
     @property
     def device(self) -> torch.device:
@@ -236,14 +242,19 @@ class SqEuclidean:
 
     def max_abs_error(self) -> float:
         """A bound on ``|C~_ij - C_ij|`` over all entries of :meth:`block` (absolute): the
-        expansion errs by ``gamma_{d+2} (|x~| + |y~|)^2 <= gamma_{d+2} max_cost`` and the
-        centring by ``2 |x - y| delta + delta^2 <= 3 u max_cost``; direct differences by
+        expansion errs by ``gamma_{d+2} (|x~| + |y~|)^2 <= gamma_{d+2} R`` (``R`` the larger
+        of :meth:`max_cost` and the uncentred ``(max |x| + max |y|)^2``: a block may or may
+        not have been centred) and the centring by ``2 |x - y| delta + delta^2 <= 3 u
+        max_cost``; direct differences by
         ``gamma_{d+1} C``; plus the underflow floor. Tighter than ``rel_error * max_cost``
         (whose ``1/tau`` factor only matters relative to small entries)."""
         d = int(self.X.shape[1])
-        return (2.0 * _gamma(d + 2) + 4.0 * _U64) * self.max_cost() * (
-            1 + 2.0**-20
-        ) + self.abs_error()
+        if self._rmax is None:  # uncentred radius, for blocks :func:`sq_euclidean` kept so
+            rx = float(self.X.to(torch.float64).norm(dim=1).max()) if self.n else 0.0
+            ry = float(self.Y.to(torch.float64).norm(dim=1).max()) if self.m else 0.0
+            self._rmax = ((rx + ry) * (1.0 + (d + 4) * _U64)) ** 2
+        big = max(self.max_cost(), self._rmax)
+        return (2.0 * _gamma(d + 2) + 4.0 * _U64) * big * (1 + 2.0**-20) + self.abs_error()
 
     def abs_error(self) -> float:
         """Absolute error floor of :meth:`block` entries (subnormal underflow)."""

@@ -169,9 +169,14 @@ def _tree_duals(P: np.ndarray, Cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.nan_to_num(f), np.nan_to_num(g)
 
 
-def emd(a, b, C, *, max_iter: int | None = None) -> ExactSolution:
+def emd(a, b, C, *, max_iter: int | None = None, verify: bool = True) -> ExactSolution:
     """Solve ``min <P, C>`` over couplings of ``a [n]`` and ``b [m]`` exactly, with a
     verified certificate ``lower <= OT <= upper`` (see the module docstring).
+
+    ``verify=False`` (for callers that certify the plan and the duals themselves, e.g. the
+    mini-batch block LPs, whose duals :func:`otaudit.core.minibatch.lower.certify_lower`
+    re-certifies and whose plans the final upper bound re-evaluates rigorously): rescale
+    and solve only; ``lower = -inf``, ``upper = inf``, ``cost`` = the plan's float64 cost.
 
     Raises SolverError if the network simplex stops before optimality (never returns a
     silently suboptimal "exact" value) and InputError on weights that cannot be normalised
@@ -206,6 +211,10 @@ def emd(a, b, C, *, max_iter: int | None = None) -> ExactSolution:
     cmax = cabs * s
     P, f, g = _pot(a, b, Cs, max_iter, n, m)
     nz = np.nonzero(P)
+    if not verify:
+        ii, jj = nz
+        cost = float(np.dot(P[ii, jj], C[ii, jj])) if ii.size else 0.0
+        return ExactSolution(cost=cost, plan=P, f=f / s, g=g / s, scale=s)
     lower, upper, f, g = _check(a, b, Cs, P, f, g, cmax, nz)
     if not (upper - lower <= 4 * (n + m) * U64 * max(upper, 2.0**-1022)):
         lo_t, _, f_t, g_t = _check(a, b, Cs, P, *_tree_duals(P, Cs), cmax, nz)
