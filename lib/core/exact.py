@@ -205,16 +205,15 @@ def emd(a, b, C, *, max_iter: int | None = None, verify: bool = True) -> ExactSo
     b = b / b.sum()
     if max_iter is None:
         max_iter = max(config.EMD_MIN_MAX_ITER, config.EMD_MAX_ITER_PER_ENTRY * n * m)
-    cabs = float(np.abs(C).max(initial=0.0))
+    cabs = max(float(C.max()), -float(C.min())) if C.size else 0.0
     s = pow2_scale(cabs)
     Cs = C * s
     cmax = cabs * s
     P, f, g = _pot(a, b, Cs, max_iter, n, m)
-    nz = np.nonzero(P)
     if not verify:
-        ii, jj = nz
-        cost = float(np.dot(P[ii, jj], C[ii, jj])) if ii.size else 0.0
+        cost = float(np.sum(P * C))
         return ExactSolution(cost=cost, plan=P, f=f / s, g=g / s, scale=s)
+    nz = np.nonzero(P)
     lower, upper, f, g = _check(a, b, Cs, P, f, g, cmax, nz)
     if not (upper - lower <= 4 * (n + m) * U64 * max(upper, 2.0**-1022)):
         lo_t, _, f_t, g_t = _check(a, b, Cs, P, *_tree_duals(P, Cs), cmax, nz)
