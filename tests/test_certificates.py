@@ -327,3 +327,19 @@ def test_nan_input_is_a_one_line_input_error():
     with pytest.raises(InputError) as e:
         ot_bounds(X, np.zeros((5, 2)))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("solver", ["sinkhorn", "minibatch", "exact"])
+@pytest.mark.parametrize("inner", ["exact", "gaussian"])
+def test_otdd_outer_solvers_near_duplicates_labelled(solver, inner):
+    # issue 13: OTDD with a Sinkhorn outer was +68 % above exact on near-duplicates
+    from tests.test_properties import oracle_otdd
+
+    X, Y = _near_dups(n=90, d=4)
+    y = np.arange(90) % 3
+    kw = dict(batch_size=16) if solver == "minibatch" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = otdd(X, y, Y, y, inner=inner, solver=solver, **kw)
+    ex, tol = oracle_otdd(X, y, Y, y, inner, 1.0)
+    assert r.lower <= ex + tol and ex <= r.upper + tol, (r.lower, ex, r.upper)
