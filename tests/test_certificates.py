@@ -343,3 +343,20 @@ def test_otdd_outer_solvers_near_duplicates_labelled(solver, inner):
         r = otdd(X, y, Y, y, inner=inner, solver=solver, **kw)
     ex, tol = oracle_otdd(X, y, Y, y, inner, 1.0)
     assert r.lower <= ex + tol and ex <= r.upper + tol, (r.lower, ex, r.upper)
+
+
+@pytest.mark.parametrize("scale", [2.0**-75, 2.0**64])
+def test_minibatch_on_raw_extreme_cost_uses_the_float64_fallback(scale):
+    # no ot_bounds rescaling here: the float32 path of lower_block is outside its safe range,
+    # so c-transforms, block minima and the dual ascent run on the float64 fallback
+    from otaudit.core.minibatch import minibatch_bounds
+
+    rng = np.random.default_rng(15)
+    X0, Y0 = rng.standard_normal((80, 3)), rng.standard_normal((70, 3)) + 0.3
+    cost = SqEuclidean(torch.from_numpy(X0 * scale), torch.from_numpy(Y0 * scale))
+    assert not cost.lower_block()[0].dtype == torch.float32
+    res = minibatch_bounds(cost, batch_size=16)
+    ex = oracle(X0, Y0, np.ones(80), np.ones(70))
+    assert res.lower / scale**2 <= ex * (1 + ORACLE_RTOL)
+    assert ex <= res.upper / scale**2 * (1 + ORACLE_RTOL)
+    assert res.lower / scale**2 > 0.5 * ex  # and still informative
