@@ -266,3 +266,28 @@ def certified_lower_of(
     ev = float(mae()) if callable(mae) else _rel_error(cost) * cmax + _abs_error(cost)
     delta = ev + 8 * U64 * (cmax + fm + gm + extra)
     return certified_dual_objective(f, a, g, b, infeasibility=delta)
+
+
+def exact_interval(cost: Any, sol: Any, a, b) -> tuple[float, float]:
+    """The certified ``(lower, upper)`` of an exact LP solution (:class:`ExactSolution`,
+    verified on the float64 cost ``C~`` that was evaluated) for the cost's real values:
+    ``lower`` minus the cost's ``max_abs_error`` (dual feasibility against ``C`` instead of
+    ``C~``), clamped at 0 (costs are non-negative); ``upper`` re-evaluated on the plan's
+    support with the cost's ``pair_cost`` (direct differences) when it has one, else
+    inflated by its ``rel_error`` (0 for costs that state none: certified as evaluated)."""
+    mae = getattr(cost, "max_abs_error", None)
+    ev = float(mae()) if callable(mae) else 0.0
+    lo = max(float(sol.lower) - ev * (1 + 4 * U64), 0.0) if math.isfinite(sol.lower) else 0.0
+    if callable(getattr(cost, "pair_cost", None)):
+        if getattr(sol, "support", None) is not None:
+            ii, jj = (torch.from_numpy(np.ascontiguousarray(t)) for t in sol.support)
+        else:
+            ii, jj = torch.as_tensor(sol.plan).nonzero(as_tuple=True)
+        mass = torch.from_numpy(np.ascontiguousarray(sol.plan[ii.numpy(), jj.numpy()]))
+        dev = cost.device
+        up = certified_upper_support(
+            cost, ii.to(dev), jj.to(dev), mass.to(dev), a, b, float(sol.upper)
+        )
+    else:
+        up = float(sol.upper) * (1.0 + _rel_error(cost)) * (1 + 4 * U64)
+    return min(lo, up), up

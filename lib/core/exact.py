@@ -65,6 +65,7 @@ class ExactSolution:
     upper: float = math.inf
     scale: float = 1.0
     gap_checked: float = math.inf
+    support: tuple | None = None  # (rows, cols) of the plan's non-zero entries, if computed
 
 
 def _as_np(a) -> np.ndarray:
@@ -254,6 +255,7 @@ def emd(a, b, C, *, max_iter: int | None = None, verify: bool = True) -> ExactSo
         upper=up,
         scale=s,
         gap_checked=upper - lower,
+        support=nz,
     )
 
 

@@ -13,7 +13,7 @@ import torch
 from .. import config
 from ..errors import InputError
 from .arrays import as_points, as_weights, check_pair, device_of
-from .certify import scale_points, unscale_result
+from .certify import exact_interval, scale_points, unscale_result
 from .costs import GroundCost, SqEuclidean
 from .exact import emd
 from .minibatch import check_knobs, minibatch_bounds
@@ -41,11 +41,11 @@ def exact_ot(
     a = _weights(a, cost.n, cost.device, "a")
     b = _weights(b, cost.m, cost.device, "b")
     sol = emd(a, b, cost.block(None, None), max_iter=max_iter)
-    lo = min(max(sol.lower, 0.0), sol.upper)  # verified interval (costs are >= 0)
+    lo, up = exact_interval(cost, sol, a, b)  # issue 13: verified, for the real cost
     return OTResult(
-        value=min(max(sol.cost, lo), sol.upper),
+        value=min(max(sol.cost, lo), up),
         lower=lo,
-        upper=sol.upper,
+        upper=up,
         certified=True,
         method="exact",
         n_solves=1,
