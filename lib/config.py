@@ -29,6 +29,10 @@ EXACT_MAX_ENTRIES: int = 2500 * 2500
 #: POT's default ``numItermax`` (1e5) silently stops early above ~1000 points; we scale it.
 EMD_MAX_ITER_PER_ENTRY: int = 50
 EMD_MIN_MAX_ITER: int = 1_000_000
+#: An exact LP solve (verified optimal) reports lower == upper == value when its rigorous
+#: interval (float64 evaluation round-off of plan cost and duals) is at most this wide,
+#: relative; its interval is kept in ``extra["rigorous_interval"]``.
+EXACT_ROUNDOFF_REL: float = 1e-12
 
 # --- costs ------------------------------------------------------------------------------
 #: Memory budget (bytes) for one block of a cost matrix or a log-sum-exp reduction.
@@ -137,6 +141,7 @@ NUMERICS: tuple[str, ...] = (
     "EXACT_MAX_ENTRIES",
     "EMD_MAX_ITER_PER_ENTRY",
     "EMD_MIN_MAX_ITER",
+    "EXACT_ROUNDOFF_REL",
     "COST_BLOCK_BYTES",
     "C_TRANSFORM_MIN_ROWS",
     "SINKHORN_REG_REL",

@@ -39,30 +39,75 @@ __all__ = [
 _U64 = 2.0**-53
 
 
+#: entries of the expansion below ``FIXUP_REL * (|x~|^2 + |y~|^2)`` (centred norms) are
+#: recomputed by direct differences (see :func:`sq_euclidean` and :func:`sq_euclidean_rel_error`)
+FIXUP_REL = 2.0**-14
+
+
+def _gamma(k: int, u: float = _U64) -> float:
+    return k * u / (1.0 - k * u)
+
+
+def sq_euclidean_rel_error(d: int) -> float:
+    """Rigorous relative error ``rho`` of every entry of :func:`sq_euclidean` in ``d``
+    dimensions: ``|C~_ij - C_ij| <= rho C_ij + (d + 2) eta`` (real ``C`` of the float inputs;
+    ``eta = 2^-1074`` covers subnormal underflow of the squares).
+
+    * Direct-difference entries: ``fl(sum_k fl(x_k - y_k)^2)``, relative ``gamma_{d+1}``.
+    * Expansion entries (kept only when ``C~ >= tau (|x~|^2 + |y~|^2)``, ``tau = FIXUP_REL``,
+      on coordinates centred at a common float vector ``mu``): the matmul, the two norms and
+      the two additions err by at most ``gamma_{d+2} (|x~|^2 + |y~|^2 + 2 |x~||y~|) <=
+      2 gamma_{d+2} S`` with ``S = |x~|^2 + |y~|^2``, and ``C >= C~ - 2 gamma S >= (tau -
+      2 gamma) S``, so the relative error is ``<= 2 gamma / (tau - 2 gamma)``. The centring
+      rounds each coordinate once: the difference vector moves by at most
+      ``delta <= u (|x~| + |y~|) (1 + u) <= 1.5 u sqrt(S)``, the cost by
+      ``2 |x - y| delta + delta^2``, relative ``<= 3 u / sqrt(tau') + (1.5 u)^2 / tau'``
+      with ``tau' = tau - 2 gamma``.
+    """
+    g = _gamma(d + 2)
+    tau = FIXUP_REL - 2.0 * g
+    rho_exp = 2.0 * g / tau + 3.0 * _U64 / math.sqrt(tau) + (1.5 * _U64) ** 2 / tau
+    return max(rho_exp, _gamma(d + 1)) * (1.0 + 2.0**-20)
+
+
 def sq_euclidean(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """``||x_i - y_j||^2`` for all pairs, float64, exact zeros for identical rows.
 
-    Uses the expansion ``|x|^2 + |y|^2 - 2 x.y`` (one matmul), then recomputes by direct
-    differences the entries whose value is below 1e-9 of ``|x|^2 + |y|^2`` — where the
-    expansion loses its relative accuracy. So ``C(x, x) == 0`` exactly and small costs
-    are accurate to float64 round-off, which d(D, D) = 0 relies on.
+    Both clouds are first centred at a common point (``(mean X + mean Y) / 2``; OT costs
+    are translation invariant when both clouds move together, and each entry here is), so
+    that a large common offset does not cancel in the expansion ``|x|^2 + |y|^2 - 2 x.y``
+    (one matmul; issue 13: up to 2.3e-7 relative error at large offsets without it). Entries
+    below ``FIXUP_REL`` of ``|x~|^2 + |y~|^2`` — where the expansion loses relative accuracy —
+    are recomputed by direct differences of the original coordinates. So ``C(x, x) == 0``
+    exactly, small costs are accurate to float64 round-off (which d(D, D) = 0 relies on), and
+    every entry has relative error at most :func:`sq_euclidean_rel_error`.
 
     The fix-up is only looked for in rows that can hold such an entry: row ``i`` can only if
-    ``min_j C_ij <= 1e-9 (|x_i|^2 + max_j |y_j|^2)`` (one row reduction instead of three
+    ``min_j C_ij <= tau (|x_i|^2 + max_j |y_j|^2)`` (one row reduction instead of three
     full-size temporaries); the selected entries are exactly those of the full test.
     """
     X = X.to(torch.float64)
     Y = Y.to(torch.float64)
+    Xc, Yc = X, Y
     nx = (X * X).sum(1)
     ny = (Y * Y).sum(1)
-    C = X @ Y.T
+    if X.shape[0] and Y.shape[0]:
+        # centre only where it matters (a common offset beyond 1/8 of the largest norm):
+        # zero-mean data skip the extra copies; the error bounds (rel_error, max_abs_error)
+        # hold for either choice
+        mu = 0.5 * (X.mean(0) + Y.mean(0))
+        if float(mu @ mu) > 2.0**-6 * max(float(nx.max()), float(ny.max())):
+            Xc, Yc = X - mu, Y - mu
+            nx = (Xc * Xc).sum(1)
+            ny = (Yc * Yc).sum(1)
+    C = Xc @ Yc.T
     C.mul_(-2.0).add_(nx[:, None]).add_(ny[None, :]).clamp_(min=0.0)
     if C.numel() == 0:
         return C
-    cand = (C.amin(1) <= 1e-9 * (nx + ny.max())).nonzero().flatten()
+    cand = (C.amin(1) <= FIXUP_REL * (nx + ny.max())).nonzero().flatten()
     if cand.numel():
         Cs = C[cand]
-        small = Cs <= 1e-9 * (nx[cand, None] + ny[None, :])
+        small = Cs <= FIXUP_REL * (nx[cand, None] + ny[None, :])
         if bool(small.any()):
             ii, jj = small.nonzero(as_tuple=True)
             C[cand[ii], jj] = ((X[cand[ii]] - Y[jj]) ** 2).sum(1)
@@ -146,6 +191,9 @@ class _Centred32:
         self.Y32, self.ny, ey, ry = prep(Y)
         self.E = (2.0 * (rx + ry) * (ex + ey) + (ex + ey) ** 2) * tight
         self.d = X.shape[1]
+        # the float32 analysis needs normal float32 numbers well away from under/overflow
+        r = max(rx, ry)
+        self.safe = (r == 0.0 or 2.0**-40 <= r <= 2.0**40) and math.isfinite(self.E)
 
 
 class SqEuclidean:
@@ -157,6 +205,8 @@ class SqEuclidean:
         self.n = X.shape[0]
         self.m = Y.shape[0]
         self._c32: _Centred32 | None = None
+        self._cmax: float | None = None
+        self._rmax: float | None = None
 
     @property
     def device(self) -> torch.device:
@@ -177,6 +227,54 @@ class SqEuclidean:
 
     def transpose(self) -> SqEuclidean:
         return SqEuclidean(self.Y, self.X)
+
+    def pair_cost(self, I: torch.Tensor, J: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``(||x_{I_k} - y_{J_k}||^2 [K], rho)`` by direct differences, float64, with
+        relative error at most ``rho = gamma_{d+1}`` (plus subnormal underflow, ``(d + 2)
+        eta`` absolute, which :meth:`abs_error` states)."""
+        d = int(self.X.shape[1])
+        C = ((self.X[I].to(torch.float64) - self.Y[J].to(torch.float64)) ** 2).sum(1)
+        return C, _gamma(d + 1) * (1.0 + 2.0**-20)
+
+    def rel_error(self) -> float:
+        """Relative error bound of :meth:`block` entries (:func:`sq_euclidean_rel_error`)."""
+        return sq_euclidean_rel_error(int(self.X.shape[1]))
+
+    def max_abs_error(self) -> float:
+        """A bound on ``|C~_ij - C_ij|`` over all entries of :meth:`block` (absolute): the
+        expansion errs by ``gamma_{d+2} (|x~| + |y~|)^2 <= gamma_{d+2} R`` (``R`` the larger
+        of :meth:`max_cost` and the uncentred ``(max |x| + max |y|)^2``: a block may or may
+        not have been centred) and the centring by ``2 |x - y| delta + delta^2 <= 3 u
+        max_cost``; direct differences by
+        ``gamma_{d+1} C``; plus the underflow floor. Tighter than ``rel_error * max_cost``
+        (whose ``1/tau`` factor only matters relative to small entries)."""
+        d = int(self.X.shape[1])
+        if self._rmax is None:  # uncentred radius, for blocks :func:`sq_euclidean` kept so
+            rx = float(self.X.to(torch.float64).norm(dim=1).max()) if self.n else 0.0
+            ry = float(self.Y.to(torch.float64).norm(dim=1).max()) if self.m else 0.0
+            self._rmax = ((rx + ry) * (1.0 + (d + 4) * _U64)) ** 2
+        big = max(self.max_cost(), self._rmax)
+        return (2.0 * _gamma(d + 2) + 4.0 * _U64) * big * (1 + 2.0**-20) + self.abs_error()
+
+    def abs_error(self) -> float:
+        """Absolute error floor of :meth:`block` entries (subnormal underflow)."""
+        return (int(self.X.shape[1]) + 2) * 2.0**-1074
+
+    def max_cost(self) -> float:
+        """A rigorous upper bound on every ``||x_i - y_j||^2`` (real arithmetic):
+        ``(max |x - mu| + max |y - mu|)^2`` for any ``mu``, each norm inflated for its own
+        round-off (``(d + 2) u``) and for the rounding of ``x - mu`` (``u |x - mu|``)."""
+        if self._cmax is None:
+            X = self.X.to(torch.float64)
+            Y = self.Y.to(torch.float64)
+            if X.numel() == 0 or Y.numel() == 0:
+                self._cmax = 0.0
+            else:
+                mu = 0.5 * (X.mean(0) + Y.mean(0))
+                r = float((X - mu).norm(dim=1).max()) + float((Y - mu).norm(dim=1).max())
+                d = int(X.shape[1])
+                self._cmax = (r * (1.0 + (d + 4) * _U64)) ** 2 * (1.0 + 4 * _U64)
+        return self._cmax
 
     def lower_block(
         self,
@@ -213,6 +311,8 @@ class SqEuclidean:
         if self._c32 is None:
             self._c32 = _Centred32(self.X, self.Y)
         c = self._c32
+        if not c.safe:
+            return self._lower_block64(I, J, p, q, transposed)
         X32 = c.X32 if I is None else c.X32[I]
         Y32 = c.Y32 if J is None else c.Y32[J]
         nx = c.nx if I is None else c.nx[I]
@@ -228,6 +328,8 @@ class SqEuclidean:
         hx = hx0 + t
         hy = hy0 - t
         H = max(float(hx.abs().max()), float(hy.abs().max()), 1e-300)
+        if not (2.0**-100 <= H <= 2.0**100):  # float32 range: underflow / overflow
+            return self._lower_block64(I, J, p, q, transposed)
         s = 2.0 ** round(0.5 * math.log2(H))  # power of two: scaling by s is exact
         hx32 = (hx / s).to(torch.float32)
         hy32 = (hy / s).to(torch.float32)
@@ -247,8 +349,34 @@ class SqEuclidean:
         gamma = k * u / (1.0 - k * u)
         na = float(xa.to(torch.float64).norm(dim=1).max())
         nb = float(ya.to(torch.float64).norm(dim=1).max())
-        margin = 2.0 * (gamma * na * nb + dx + dy + c.E) + 4 * _U64 * float(H) * 2
+        # float32 underflow: each of the k products and k additions may lose up to the
+        # smallest subnormal 2^-149 (absolute), beyond the relative model above
+        under = 2.0 * (k + 2) * 2.0**-149
+        margin = 2.0 * (gamma * na * nb + dx + dy + c.E + under) + 4 * _U64 * float(H) * 2
+        # no overflow is possible here: |x~| <= 2^40 and H <= 2^100 bound every product by
+        # 2^100 and every sum of k of them far below the float32 maximum 2^128
+        if not math.isfinite(margin):
+            return self._lower_block64(I, J, p, q, transposed)
         return B, margin
+
+    def _lower_block64(self, I, J, p, q, transposed: bool) -> tuple[torch.Tensor, float]:
+        """float64 fallback of :meth:`lower_block` for data outside the safe float32 range
+        (largest centred norm outside ``[2^-40, 2^40]``, or potentials that push the
+        augmented entries out of ``[2^-100, 2^100]``): ``B = C~ - p - q`` in float64 with
+        ``|C~ - C| <= rho C + abs`` (:meth:`rel_error`, :meth:`abs_error`) and two float64
+        subtractions (``<= 2 u (C + |p| + |q|)``), all maxima bounded by :meth:`max_cost`."""
+        C = self.block(I, J)
+        dev = C.device
+        p = torch.zeros(C.shape[0], dtype=torch.float64, device=dev) if p is None else p
+        q = torch.zeros(C.shape[1], dtype=torch.float64, device=dev) if q is None else q
+        p = p.to(torch.float64).to(dev)
+        q = q.to(torch.float64).to(dev)
+        B = C - p[:, None] - q[None, :]
+        cm = self.max_cost()
+        pm = float(p.abs().max()) if p.numel() else 0.0
+        qm = float(q.abs().max()) if q.numel() else 0.0
+        margin = (self.max_abs_error() + 3 * _U64 * (cm + pm + qm)) * (1 + 2.0**-20)
+        return (B.T.contiguous() if transposed else B), margin
 
 
 def chunk_size(other: int, budget_bytes: int | None = None, itemsize: int = 8) -> int:
@@ -380,6 +508,12 @@ class DenseCost:
     the memory budget, evaluating it once instead of per iteration is the cheap choice.
     Wraps any :class:`GroundCost` and keeps its partition features.
     """
+
+    def __getattr__(self, name: str):
+        # the error statements of the wrapped cost hold for its evaluated entries
+        if name in ("rel_error", "abs_error", "max_abs_error", "max_cost", "pair_cost"):
+            return getattr(self.base, name)
+        raise AttributeError(name)
 
     def __init__(self, cost: GroundCost):
         self.base = cost

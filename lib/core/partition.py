@@ -97,11 +97,15 @@ def _labels_from(
 
 def random_blocks(n: int, batch_size: int, a: torch.Tensor, gen: torch.Generator) -> Blocks:
     """Shuffle and cut into ``ceil(n / batch_size)`` near-equal blocks (sizes differ by <= 1)."""
-    k = math.ceil(n / batch_size)
     perm = torch.randperm(n, generator=gen).to(a.device)
-    idx = list(torch.tensor_split(perm, k))
+    # zero-weight points carry no mass: they join no block (an all-zero block has no
+    # measure to transport); they still get a label (round-robin) for the lower bound
+    pos = perm[a[perm] > 0]
+    k = math.ceil(pos.numel() / batch_size)
+    idx = list(torch.tensor_split(pos, k))
     w = [a[i] for i in idx]
     lab = torch.empty(n, dtype=torch.long, device=a.device)
+    lab[perm] = torch.arange(n, device=a.device) % k
     for j, i in enumerate(idx):
         lab[i] = j
     return Blocks(idx, w, lab)
@@ -216,7 +220,10 @@ def aligned_pieces(
     dev = a.device
     out_x: list[tuple[torch.Tensor, torch.Tensor]] = []
     out_y: list[tuple[torch.Tensor, torch.Tensor]] = []
-    stack = [(torch.arange(n, device=dev), a.clone(), torch.arange(m, device=dev), b.clone(), 0)]
+    # zero-weight points carry no mass and join no block (label 0 for the lower bound)
+    px0 = (a > 0).nonzero().flatten()
+    py0 = (b > 0).nonzero().flatten()
+    stack = [(px0, a[px0].clone(), py0, b[py0].clone(), 0)]
     while stack:
         ix, wx, iy, wy, depth = stack.pop()
         if (ix.numel() <= batch_size and iy.numel() <= batch_size) or depth > 6:
@@ -257,9 +264,16 @@ def aligned_pieces(
             for r, i in enumerate(is_.tolist()):
                 keep = M[:, r] > 0
                 pieces[(i, j)][1] = (iy[sel[keep]], M[keep, r])
+        if any(
+            px is None or py is None or px[0].numel() == 0 or py[0].numel() == 0
+            for px, py in pieces.values()
+        ):
+            # a split that would leave a side empty (e.g. 2 points against 700 with
+            # batch_size=1: a capacity at round-off level) keeps this pair as one block
+            out_x.append((ix, wx))
+            out_y.append((iy, wy))
+            continue
         for px, py in pieces.values():
-            if px is None or py is None or px[0].numel() == 0 or py[0].numel() == 0:
-                raise RuntimeError("aligned partition produced an empty side (internal error)")
             # both sides of a piece carry the same mass up to round-off: rescale Y's exactly
             stack.append((px[0], px[1], py[0], py[1], depth + 1))
     idx_x = [p[0] for p in out_x]

@@ -23,11 +23,8 @@ Deviation from pipeline_api.md: none in names/signatures.  Additions:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -35,17 +32,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from .. import config
 from ..errors import InputError
+from .embedder_spec import EMBEDDER_KINDS, EmbedderSpec
 from .secrets import redact
+from .spec_base import _check_name, _err, _Model
 from .validation import expand_env, pydantic_to_input_error
 
 __all__ = [
@@ -68,195 +65,7 @@ __all__ = [
     "MEASURES",
 ]
 
-EMBEDDER_KINDS = (
-    "identity",
-    "torchscript",
-    "torch",
-    "sentence-transformers",
-    "random-projection",
-    "pca",
-)
 MEASURES = ("otdd", "ot_bounds", "w2", "sliced")
-_MODEL_KINDS = {"torchscript", "torch", "sentence-transformers"}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def _err(
-    problem: str, fix: str, field: str | None = None, dataset: str | None = None
-) -> PydanticCustomError:
-    """A validation error carrying our problem/fix (and optionally field/dataset) in its ctx."""
-    ctx: dict[str, Any] = {"problem": problem, "fix": fix}
-    if field is not None:
-        ctx["field"] = field
-    if dataset is not None:
-        ctx["dataset"] = dataset
-    return PydanticCustomError("otaudit", "{problem}; fix: {fix}", ctx)
-
-
-def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
-        raise _err(
-            f"{what} {value!r} is not a safe storage name (it becomes part of storage keys)",
-            "use 1-128 characters from A-Z a-z 0-9 _ . - starting with a letter or digit, "
-            "without '..' or slashes",
-        )
-    return value
-
-
-class _Model(BaseModel):
-    """Strict base: unknown keys are errors; secrets are masked in ``repr``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def __repr_args__(self):  # noqa: D105 - pydantic hook
-        for k, v in super().__repr_args__():
-            yield k, redact(v) if k in ("storage_options", "uri", "output") else v
-
-
-# --- embedder -------------------------------------------------------------------------
-
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def _hash_path(path: str) -> str:
-    """sha256 of a model file's bytes (or of every file of a model directory)."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file())
-    else:
-        files = [p]
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-        digest = _HASH_CACHE.get(key)
-        if digest is None:
-            fh = hashlib.sha256()
-            with open(f, "rb") as stream:
-                for chunk in iter(lambda s=stream: s.read(1 << 20), b""):
-                    fh.update(chunk)
-            digest = fh.hexdigest()
-            _HASH_CACHE[key] = digest
-        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
-        h.update(digest.encode())
-    return h.hexdigest()
-
-
-class EmbedderSpec(_Model):
-    """How a dataset's raw features are turned into the vectors OT compares.
-
-    YAML: ``identity`` (string shorthand) or a mapping ``{kind: ..., path: ..., dim: ...}``.
-    """
-
-    kind: Literal[
-        "identity", "torchscript", "torch", "sentence-transformers", "random-projection", "pca"
-    ] = "identity"
-    #: Local model file (torchscript/torch) or model directory (sentence-transformers).
-    path: str | None = None
-    #: Output dimension (random-projection, pca).
-    dim: int | None = Field(default=None, gt=0)
-    seed: int = 0
-    #: Rows per forward pass (``batch_size`` is accepted as a deprecated alias).
-    rows_per_batch: int = Field(default=config.EMBED_ROWS_PER_BATCH, gt=0)
-    #: "auto" (GPU when present, else CPU), "cpu", "cuda" or "cuda:N".
-    device: str = "auto"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"kind": data}
-        if isinstance(data, Mapping) and "batch_size" in data:  # the pre-0.2 name
-            if "rows_per_batch" in data:
-                raise _err(
-                    "both `batch_size` and `rows_per_batch` given",
-                    "keep `rows_per_batch` only (`batch_size` is its deprecated name)",
-                    field="embedder.batch_size",
-                )
-            warnings.warn(
-                "manifest: embedder `batch_size` is deprecated; write `rows_per_batch`",
-                FutureWarning,
-                stacklevel=2,
-            )
-            data = {("rows_per_batch" if k == "batch_size" else k): v for k, v in data.items()}
-        return data
-
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, v: str) -> str:
-        if not _DEVICE_RE.match(v):
-            raise _err(f"unknown device {v!r}", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        return v
-
-    @model_validator(mode="after")
-    def _check_params(self) -> EmbedderSpec:
-        if self.kind in _MODEL_KINDS:
-            if not self.path:
-                raise _err(
-                    f"embedder kind {self.kind!r} needs a model path",
-                    "add `path: /local/path/to/model`",
-                    field="embedder.path",
-                )
-            if "://" in self.path and not self.path.startswith("file://"):
-                raise _err(
-                    f"model path {self.path!r} is not local",
-                    "copy the model to a local path on every worker",
-                    field="embedder.path",
-                )
-        elif self.path is not None:
-            raise _err(
-                f"embedder kind {self.kind!r} takes no path",
-                "remove `path` or use kind torchscript/torch/sentence-transformers",
-                field="embedder.path",
-            )
-        if self.kind == "random-projection" and self.dim is None:
-            raise _err(
-                "random-projection needs an output dimension",
-                "add `dim: 64` (say)",
-                field="embedder.dim",
-            )
-        if (
-            self.kind in ("identity", "torchscript", "torch", "sentence-transformers")
-            and self.dim is not None
-        ):
-            raise _err(
-                f"embedder kind {self.kind!r} takes no dim",
-                "remove `dim` (it is set by the model)",
-                field="embedder.dim",
-            )
-        return self
-
-    @property
-    def local_path(self) -> str | None:
-        """The model path without a ``file://`` prefix."""
-        if self.path is None:
-            return None
-        return self.path[len("file://") :] if self.path.startswith("file://") else self.path
-
-    @property
-    def id(self) -> str:
-        """Stable id: kind, output-relevant params, model bytes hash and EMBEDDER_VERSION.
-
-        Device and rows per batch are excluded: they do not change the embedding (beyond
-        floating-point noise).  A changed model file gives a new id, hence a cache miss.
-        """
-        params: dict[str, Any] = {"kind": self.kind, "v": config.EMBEDDER_VERSION}
-        if self.kind in ("random-projection", "pca"):
-            params["dim"] = self.dim
-        if self.kind == "random-projection":
-            params["seed"] = self.seed
-        if self.local_path is not None:
-            lp = self.local_path
-            if not os.path.exists(lp):
-                raise InputError(
-                    f"model path {lp!r} does not exist",
-                    field="embedder.path",
-                    fix="give the local path of the model file or directory",
-                )
-            params["sha256"] = _hash_path(lp)
-        blob = json.dumps(params, sort_keys=True).encode()
-        return f"{self.kind}-v{config.EMBEDDER_VERSION}-{hashlib.sha256(blob).hexdigest()[:16]}"
 
 
 # --- datasets -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 
 from .. import config
 from ..core.arrays import as_labels, as_points, device_of
-from ..core.gaussian import covariance, gaussian_w2_sq_table, sqrtm_psd
+from ..core.gaussian import covariance, gaussian_w2_sq_table, ordered_mean, sqrtm_psd
 from ..core.partition import kmeans
 from ..errors import InputError
 from .labels import LabelTable, exact_table
@@ -294,7 +294,7 @@ def dataset_stats(
         codes_np.tobytes(),
         json.dumps([encode_label(c) for c in classes]).encode(),
     )
-    means = torch.stack([p.mean(0) for p in pts])
+    means = torch.stack([ordered_mean(p) for p in pts])  # order-free (issue 13)
     covs = roots = self_g = None
     self_e = None
     if labeled and inner in ("gaussian", "both"):

@@ -12,6 +12,7 @@ import torch
 
 from ... import config
 from ..arrays import as_weights
+from ..certify import certified_upper_support
 from ..costs import GroundCost
 from ..partition import make_blocks
 from ..result import OTResult
@@ -139,7 +140,8 @@ def run_minibatch(
         store, glue_plan(store, cp.G), cp.upper, block_duals(store, cp.G), Zx, a, Zy, b,
         rounds=rounds, batch_size=s.batch_size, gen=gen,
     )  # fmt: skip
-    ub = ref.upper
+    # the plan's float64 cost, made rigorous (evaluation and marginal round-off; issue 13)
+    ub = certified_upper_support(cost, ref.plan.px, ref.plan.qy, ref.plan.mass, a, b, ref.upper)
     if plan_out is not None:
         plan_out.append((ref.plan.px, ref.plan.qy, ref.plan.mass))
     if s.lower == "none":

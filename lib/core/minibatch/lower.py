@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ... import config
+from ..certify import certified_lower_of, cost_max
 from ..costs import (
     GroundCost,
     c_transform,
@@ -35,6 +36,7 @@ def block_residual_min(
     budget_bytes: int | None = None,
     *,
     fast: bool = False,
+    stats: dict | None = None,
 ) -> torch.Tensor:
     """``D_ij = min_{p: lab_x[p]=i, q: lab_y[q]=j} C_pq - f_p - g_q`` (``[kx, ky]``, float64),
     blockwise over rows of the cost (memory: one ``[rows, m]`` block).
@@ -54,7 +56,10 @@ def block_residual_min(
             Rm.scatter_reduce_(1, lab_y[None, :].expand(r, -1), B, reduce="amin")
             Rm = Rm.to(torch.float64) - margin
         else:
-            R = cost.block(I, None) - f[I, None] - g[None, :]
+            C = cost.block(I, None)
+            if stats is not None and C.numel():
+                stats["cmax"] = max(stats.get("cmax", 0.0), float(C.abs().max()))
+            R = C - f[I, None] - g[None, :]
             r = R.shape[0]
             Rm = torch.full((r, ky), math.inf, dtype=torch.float64, device=dev)
             Rm.scatter_reduce_(1, lab_y[None, :].expand(r, -1), R, reduce="amin")
@@ -172,7 +177,8 @@ def certify_lower(
     ux, lx = torch.unique(lab_x, return_inverse=True)
     uy, ly = torch.unique(lab_y, return_inverse=True)
     kx, ky = ux.numel(), uy.numel()
-    D = block_residual_min(cost, f, g, lx, kx, ly, ky, fast=fast)
+    stats: dict = {}
+    D = block_residual_min(cost, f, g, lx, kx, ly, ky, fast=fast, stats=stats)
     alpha = torch.zeros(kx, dtype=torch.float64, device=a.device).index_add_(0, lx, a)
     beta = torch.zeros(ky, dtype=torch.float64, device=b.device).index_add_(0, ly, b)
     # POT's network simplex can report "infeasible" on costs that are all negative: solve
@@ -187,14 +193,16 @@ def certify_lower(
         u = u + float(slack)
     f = f + u[lx]
     g = g + v[ly]
-    lb_lp = float((f * a).sum() + (g * b).sum())
+    cmax = cost_max(cost, stats)
+    extra_uv = float(u.abs().max()) + float(v.abs().max())
+    lb_lp = certified_lower_of(cost, a, b, f, g, cmax, extra=extra_uv)
     lbs = [lb_lp]
     for t in range(n_ctransform):
         if t % 2 == 0:
             g = c_transform(cost, f, side="x", fast=fast)
         else:
             f = c_transform(cost, g, side="y", fast=fast)
-        lbs.append(float((f * a).sum() + (g * b).sum()))
+        lbs.append(certified_lower_of(cost, a, b, f, g, cmax))
     return LowerCertificate(max(lbs), f, g, lb_lp, lbs[-1], [kx, ky])
 
 
@@ -223,15 +231,31 @@ def sinkhorn_dual_ascent(
     rows_x = chunk_size(cost.m, budget_bytes, itemsize=4)
     rows_y = chunk_size(cost.n, budget_bytes, itemsize=4)
     for eps in regs:
+        # a degenerate schedule (eps <= 0, NaN, or so small that the residuals / eps
+        # overflow: e.g. an upper bound of exactly 0 for a permuted copy) stops the ascent
+        # with the last finite potentials instead of producing NaN (issue 13)
+        if not (math.isfinite(eps) and eps > 0):
+            break
+        f_prev, g_prev = f.clone(), g.clone()
+        ok = True
         for _ in range(n_iter):
             for I in row_chunks(cost.n, rows_x):
                 B, _ = cost.lower_block(I, None, f[I], g)  # type: ignore[attr-defined]
                 B.div_(-eps).add_(lb32[None, :])
                 f[I] -= eps * torch.logsumexp(B, dim=1).to(torch.float64)
+            ok = bool(torch.isfinite(f).all())
+            if not ok:
+                break
             for J in row_chunks(cost.m, rows_y):
                 B, _ = cost.lower_block(None, J, f, g[J])  # type: ignore[attr-defined]
                 B.div_(-eps).add_(la32[:, None])
                 g[J] -= eps * torch.logsumexp(B, dim=0).to(torch.float64)
+            ok = bool(torch.isfinite(g).all())
+            if not ok:
+                break
+        if not ok:
+            f, g = f_prev, g_prev
+            break
     f = torch.where(a > 0, f, torch.zeros_like(f))
     g = torch.where(b > 0, g, torch.zeros_like(g))
     return f, g
