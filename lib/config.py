@@ -184,3 +184,30 @@ BOUNDS_BLOCK_SINKHORN_EPS_SCALING: int = 6
 BOUNDS_BLOCK_SINKHORN_STAGE_ITERS: int = 30
 BOUNDS_BLOCK_SINKHORN_DROP: float = 1e-3
 BOUNDS_BLOCK_BATCH_BYTES: int = 256 * 2**20
+
+# --- sparse exact route and anytime bounds (issue 12; sparse12 helper; appended block) ----
+#: Anytime bounds: relative width ``(upper - lower) / upper`` at which ``ot_bounds``,
+#: ``solve_ot`` and ``otdd(solver="minibatch")`` stop improving the certified interval.
+TARGET_GAP: float = 0.01
+#: Sparse exact route: reduced-cost nearest neighbours per point and side in the first
+#: candidate set, edges added per violating column and round, and rounds at most.
+SPARSE_KNN: int = 8
+SPARSE_ADD_PER_COLUMN: int = 4
+SPARSE_MAX_ROUNDS: int = 30
+#: Integer cost resolution of the min-cost flow: the largest candidate edge cost becomes this
+#: many units (lowered automatically so that potentials and totals stay inside int64).
+SPARSE_COST_UNITS: int = 2**40
+#: Supplies: exact integer supplies (uniform or integer-count weights) up to this total;
+#: other weights are rounded to SPARSE_SUPPLY_UNITS units and the plan repaired.
+SPARSE_SUPPLY_UNITS_MAX: int = 2**40
+SPARSE_SUPPLY_UNITS: int = 2**30
+#: ``solver="auto"`` route choice (lib/core/routes.py): memory budget of the dense exact LP,
+#: its bytes per cost entry (cost matrix + POT's plan + internal copies: 4.3 GB at 10k x 10k),
+#: and the fitted time models (seconds; benchmarks/RESULTS_generalize.md, "route model").
+EXACT_MEMORY_BYTES: int = 4 * 2**30
+EXACT_BYTES_PER_ENTRY: int = 40
+ROUTE_EXACT_C: float = 1.0e-8
+ROUTE_EXACT_P: float = 1.25
+ROUTE_SPARSE_C0: float = 0.05
+ROUTE_SPARSE_C1: float = 1.0e-9
+ROUTE_SPARSE_C2: float = 2.0e-5

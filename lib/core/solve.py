@@ -12,16 +12,18 @@ import torch
 
 from .. import config
 from ..errors import InputError
+from .anytime import anytime_bounds, check_anytime_knobs  # issue 12 (sparse12)
 from .arrays import as_points, as_weights, check_pair, device_of
 from .costs import GroundCost, SqEuclidean
 from .exact import emd
 from .minibatch import check_knobs, minibatch_bounds
 from .result import OTResult
+from .routes import choose_route  # issue 12 (sparse12)
 from .sinkhorn import sinkhorn_bounds
 
 __all__ = ["solve_ot", "exact_ot", "ot_bounds", "SOLVERS"]
 
-SOLVERS = ("auto", "exact", "sinkhorn", "minibatch")
+SOLVERS = ("auto", "exact", "sinkhorn", "minibatch", "sparse")
 
 
 def _weights(w: Any, n: int, device: torch.device, name: str) -> torch.Tensor:
@@ -61,9 +63,11 @@ def exact_ot(
 def _solver_options() -> dict[str, frozenset[str]]:
     """The keyword options each solver of :func:`solve_ot` takes (from its signature)."""
     fns = {"exact": exact_ot, "sinkhorn": sinkhorn_bounds, "minibatch": minibatch_bounds}
-    return {
+    out = {
         k: frozenset(inspect.signature(f).parameters) - {"cost", "a", "b"} for k, f in fns.items()
     }
+    out["sparse"] = frozenset()  # issue 12: the sparse route takes only the anytime knobs
+    return out
 
 
 def _options_for(solver: str, opts: dict[str, Any], auto: bool) -> dict[str, Any]:
@@ -94,9 +98,18 @@ def solve_ot(
     b: torch.Tensor | None = None,
     *,
     solver: str = "auto",
+    target_gap: float = config.TARGET_GAP,
+    time_limit: float | None = None,
+    progress: Any = None,
     **opts: Any,
 ) -> OTResult:
     """Solve (or certifiably bound) OT for any ground cost.
+
+    Anytime (issue 12): ``"minibatch"`` and ``"sparse"`` keep improving the certified interval
+    until ``gap_rel <= target_gap``, ``time_limit`` seconds or the solve budget
+    (:func:`otaudit.core.anytime.anytime_bounds`); ``"sparse"`` is the sparse exact route
+    (:mod:`otaudit.core.sparse`); ``"auto"`` picks exact / sparse / minibatch with the measured
+    cost model of :func:`otaudit.core.routes.choose_route`.
 
     ``solver``: ``"exact"`` (POT network simplex on the full cost; value = lower = upper),
     ``"sinkhorn"`` (:func:`sinkhorn_bounds`), ``"minibatch"`` (:func:`minibatch_bounds`), or
@@ -111,14 +124,18 @@ def solve_ot(
             f"unknown solver {solver!r}", field="solver", fix=f"use one of {', '.join(SOLVERS)}"
         )
     auto = solver == "auto"
+    check_anytime_knobs(target_gap, time_limit, progress)
     if auto:
-        solver = "exact" if cost.n * cost.m <= config.EXACT_MAX_ENTRIES else "minibatch"
+        solver = choose_route(cost.n, cost.m, int(cost.features_x.shape[1]))
     opts = _options_for(solver, opts, auto)
     if solver == "exact":
         return exact_ot(cost, a, b, **opts)
     if solver == "sinkhorn":
         return sinkhorn_bounds(cost, a, b, **opts)
-    return minibatch_bounds(cost, a, b, **opts)
+    anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
+    if solver == "sparse":
+        return anytime_bounds(cost, a, b, start="sparse", **anytime)
+    return anytime_bounds(cost, a, b, start="minibatch", minibatch_options=opts, **anytime)
 
 
 def ot_bounds(
@@ -133,9 +150,19 @@ def ot_bounds(
     a: Any = None,
     b: Any = None,
     solver: str = "auto",
+    target_gap: float = config.TARGET_GAP,
+    time_limit: float | None = None,
+    progress: Any = None,
     **opts: Any,
 ) -> OTResult:
     """Certified bounds on ``W_2^2(X, Y)`` (squared Euclidean ground cost).
+
+    Anytime (issue 12): keeps improving the certified interval until ``gap_rel <=
+    target_gap`` (default ``config.TARGET_GAP``, 1 %), ``time_limit`` seconds or the solve
+    budget; ``progress(round, lower, upper)`` is called after each round;
+    ``extra["history"]`` lists ``(seconds, lower, upper)``. ``solver="auto"`` without mini-batch
+    knobs picks the exact LP or the sparse exact route by the cost model of
+    :func:`otaudit.core.routes.choose_route` (``method`` says which ran).
 
     ``X [n, d]``, ``Y [m, d]``: numpy arrays or torch tensors (CPU/CUDA, float32/float64;
     computed in float64 on the input's device). ``a``, ``b``: optional weights.
@@ -170,23 +197,17 @@ def ot_bounds(
     Yt = as_points(Y, name="Y", device=dev)
     check_pair(Xt, Yt)
     cost = SqEuclidean(Xt, Yt)
+    anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
+    check_anytime_knobs(target_gap, time_limit, progress)
     if solver == "auto":
-        small = cost.n * cost.m <= config.EXACT_MAX_ENTRIES
-        solver = "exact" if (small and not forced) else "minibatch"
+        solver = "minibatch" if forced else choose_route(cost.n, cost.m, int(Xt.shape[1]))
     if solver == "minibatch":
-        res = minibatch_bounds(
-            cost,
-            a,
-            b,
-            batch_size=batch_size,
-            budget=budget,
-            partition=partition,
-            coupling=coupling,
-            seed=seed,
-            **opts,
+        mb = dict(batch_size=batch_size, budget=budget, partition=partition, coupling=coupling)
+        res = anytime_bounds(
+            cost, a, b, start="minibatch", minibatch_options={**mb, "seed": seed, **opts}, **anytime
         )
     else:
-        res = solve_ot(cost, a, b, solver=solver, **opts)
+        res = solve_ot(cost, a, b, solver=solver, **anytime, **opts)
     return res.replace(
         params={**res.params, "solver": solver, "n": cost.n, "m": cost.m, "d": int(Xt.shape[1])}
     )
