@@ -1,13 +1,13 @@
 """OTDD benchmark (on demand): accuracy against POT's exact LP, and registry matrices.
 
 Part 1 (``accuracy``): digits-derived pairs (halves, class subsets, additive noise,
-horizontal flips), for both inner methods: ``otaudit.dataset_distance`` vs an oracle built from scratch
+horizontal flips), for both inner methods: ``otaudit.otdd`` vs an oracle built from scratch
 with POT (``ot.emd2`` per class pair / scipy ``sqrtm`` for the Bures term, ``ot.emd2`` on the
 full outer cost matrix built with scipy's ``cdist``). Pass: ``|rel err| <= 1 %`` and the
 oracle inside ``[lower, upper]``.
 
 Part 2 (``registry``): 10 digits-derived datasets of 2 000 points; ``otdd_matrix`` (N dataset
-passes + N(N-1)/2 pairs, shared class-pair cache) vs calling ``otaudit.dataset_distance`` once per
+passes + N(N-1)/2 pairs, shared class-pair cache) vs calling ``otaudit.otdd`` once per
 unordered pair, side by side in one run; same values; speedup.
 
 Threads are pinned to 1 (2-core machines; oversubscription distorts timings).
@@ -150,7 +150,7 @@ def run_accuracy(solvers: list[str]) -> list[str]:
             for solver in solvers:
                 t0 = time.perf_counter()
                 try:
-                    r = otaudit.dataset_distance(X1, y1, X2, y2, inner=inner, solver=solver)
+                    r = otaudit.otdd(X1, y1, X2, y2, inner=inner, solver=solver)
                 except Exception as e:  # noqa: BLE001 - reported in the table, not hidden
                     lines.append(
                         f"| {name} | {len(X1)}x{len(X2)} | {inner} | {solver} | failed: "
@@ -218,7 +218,7 @@ def run_registry(n_datasets: int, n: int) -> list[str]:
         t0 = time.perf_counter()
         for i in range(N):
             for j in range(i + 1, N):
-                r = otaudit.dataset_distance(
+                r = otaudit.otdd(
                     reg[i][1], reg[i][2], reg[j][1], reg[j][2], inner=inner
                 )
                 P[i, j] = P[j, i] = r.value
@@ -237,7 +237,7 @@ def run_registry(n_datasets: int, n: int) -> list[str]:
         "",
         "Notes:",
         *notes,
-        f"- Pair-by-pair = one `otaudit.dataset_distance` call per unordered pair ({N * (N - 1) // 2} "
+        f"- Pair-by-pair = one `otaudit.otdd` call per unordered pair ({N * (N - 1) // 2} "
         f"calls), the fair baseline. A naive N x N loop (both orders and the diagonal, as "
         f"with microsoft/otdd) does {N * (N - 1)} pair solves + {N} self calls, i.e. twice "
         f"the pair work of `otdd_matrix` (counted, not timed here).",

@@ -9,7 +9,7 @@ or fewer), times, in this one process with threads pinned to 1:
   merge per pair);
 - ``otdd_matrix``: the certified OTDD² matrix (Gaussian inner, exact outer LP at this size),
   N dataset passes + N(N-1)/2 pairs;
-- ``pair-by-pair``: one :func:`otaudit.dataset_distance` call per unordered pair (N <= ``--pairwise-max``);
+- ``pair-by-pair``: one :func:`otaudit.otdd` call per unordered pair (N <= ``--pairwise-max``);
 
 and how well the screening ranks pairs against the certified values: Spearman rank
 correlation over all pairs, and the recall of the K nearest pairs (K = 10 % of the pairs)
@@ -111,7 +111,7 @@ def run_size(N: int, n: int, pairwise_max: int) -> dict[str, Any]:
     if N <= pairwise_max:
         t0 = time.perf_counter()
         pw = {
-            (i, j): otaudit.dataset_distance(
+            (i, j): otaudit.otdd(
                 reg[i][1], reg[i][2], reg[j][1], reg[j][2], inner="gaussian"
             ).value
             for i, j in pairs

@@ -123,8 +123,8 @@ def test_sinkhorn_blocks_in_otdd_stay_certified():
     D = load_digits()
     X, y = D.data.astype(np.float64), D.target
     X1, y1, X2, y2 = X[:250], y[:250], X[250:480], y[250:480]
-    ex = otaudit.dataset_distance(X1, y1, X2, y2, inner="gaussian", solver="exact")
-    r = otaudit.dataset_distance(
+    ex = otaudit.otdd(X1, y1, X2, y2, inner="gaussian", solver="exact")
+    r = otaudit.otdd(
         X1,
         y1,
         X2,

@@ -241,7 +241,7 @@ def test_solver_options_route_to_the_chosen_solver():
     # ...and so does otdd with solver="auto" (the manifest's `otdd: {options: ...}`)
     D = load_digits()
     args = (D.data[:150], D.target[:150], D.data[150:300], D.target[150:300])
-    r = otaudit.dataset_distance(*args, batch_size=64, block_solver="auto")
+    r = otaudit.otdd(*args, batch_size=64, block_solver="auto")
     assert "outer=exact" in r.method
     # a named solver that does not take the option, or an option nobody takes: one line
     with pytest.raises(InputError, match="'batch_size' does not apply to solver='exact'"):

@@ -2,7 +2,7 @@
 LocalCluster (2 workers x 1 thread) and Prefect's harness:
 
 datasets uploaded as Parquet to S3 → ``otaudit audit`` (typer's CliRunner) → the report read
-back from S3 → values equal to direct ``otaudit.dataset_distance`` / ``otaudit.ot_bounds`` calls.
+back from S3 → values equal to direct ``otaudit.otdd`` / ``otaudit.ot_bounds`` calls.
 
 Tolerance: EXACT equality. The pipeline and the direct call get bit-identical float32
 inputs (the Parquet columns, identity embedder) and run the same deterministic code: the
@@ -106,7 +106,7 @@ def test_audit_cache_and_partial_failure_on_s3(lake, dask_cluster):
         (Xa, ya), (Xb, yb) = arrays[a], arrays[b]
         assert (
             rep1.value(a, b, "otdd")
-            == otaudit.dataset_distance(Xa, ya, Xb, yb, inner="exact").value
+            == otaudit.otdd(Xa, ya, Xb, yb, inner="exact").value
         )
         bnd = otaudit.ot_bounds(Xa, Xb, batch_size=32, seed=0)
         row = next(
@@ -153,7 +153,7 @@ def test_audit_cache_and_partial_failure_on_s3(lake, dask_cluster):
     Xa, ya = arrays["vendor_a"]
     assert (
         rep3.value("vendor_a", "vendor_noisy", "otdd")
-        == otaudit.dataset_distance(Xa, ya, Xn2, yn, inner="exact").value
+        == otaudit.otdd(Xa, ya, Xn2, yn, inner="exact").value
     )
     assert rep3.value("vendor_a", "vendor_b", "otdd") == rep1.value("vendor_a", "vendor_b", "otdd")
 

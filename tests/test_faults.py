@@ -355,7 +355,7 @@ def test_s3_outage_mid_run_then_rerun_completes(tmp_path, dask_cluster, prefect_
         (Xa, ya), (Xb, yb) = arrays["vendor_a"], arrays["vendor_b"]
         assert (
             rep.value("vendor_a", "vendor_b", "otdd")
-            == otaudit.dataset_distance(Xa, ya, Xb, yb).value
+            == otaudit.otdd(Xa, ya, Xb, yb).value
         )
 
         # credentials: not in any object written, the console, artifacts or Prefect logs

@@ -66,7 +66,7 @@ def test_flow_values_equal_direct_calls(registry, dask_cluster):
     assert len(rows) == 3 * 3 and {r["status"] for r in rows} == {"ok"}
     (_, Xa, ya), (_, Xf, yf) = ds["vendor_a"], ds["vendor_flipped"]
     (_, Xr, yr) = ds["vendor_relabelled"]
-    direct = otaudit.dataset_distance(Xa, ya, Xf, yf, inner="exact")
+    direct = otaudit.otdd(Xa, ya, Xf, yf, inner="exact")
     assert rep.value("vendor_a", "vendor_flipped", "otdd") == direct.value
     # renaming labels does not change OTDD: vendor_relabelled is vendor_a renamed
     assert rep.value("vendor_a", "vendor_relabelled", "otdd") == 0.0

@@ -89,7 +89,7 @@ def test_matches_pot_oracle_on_digits(digits, inner):
     if inner == "gaussian":
         X = X + np.random.default_rng(1).normal(0, 0.5, X.shape)
     X1, y1, X2, y2 = X[:240], y[:240], X[240:], y[240:]
-    r = otaudit.dataset_distance(X1, y1, X2, y2, inner=inner)
+    r = otaudit.otdd(X1, y1, X2, y2, inner=inner)
     ref = oracle_otdd(X1, y1, X2, y2, inner)
     # exact: both are exact LPs on the same float64 costs -> round-off only (1e-9 rel);
     # gaussian: scipy Schur sqrtm vs eigh roots on 64-d covariances -> 1e-6 rel.
@@ -106,7 +106,7 @@ def test_matches_oracle_on_wine_with_different_label_sets(wine, inner):
     m1, m2 = y <= 1, y >= 1
     X1, y1 = X[m1][::2], y[m1][::2]
     X2, y2 = X[m2][1::2], np.array([f"c{v}" for v in y[m2][1::2]])
-    r = otaudit.dataset_distance(X1, y1, X2, y2, inner=inner, lambda_x=0.5, lambda_y=2.0)
+    r = otaudit.otdd(X1, y1, X2, y2, inner=inner, lambda_x=0.5, lambda_y=2.0)
     ref = oracle_otdd(X1, y1, X2, y2, inner, lx=0.5, ly=2.0)
     assert abs(r.value - ref) <= 1e-8 * ref  # 13-d, well conditioned: round-off only
 
@@ -114,10 +114,10 @@ def test_matches_oracle_on_wine_with_different_label_sets(wine, inner):
 def test_random_data_oracle_and_lambda_y_zero_is_w2():
     X1, y1 = _blobs(0, 50)
     X2, y2 = _blobs(1, 40, shift=0.5)
-    r = otaudit.dataset_distance(X1, y1, X2, y2)
+    r = otaudit.otdd(X1, y1, X2, y2)
     assert abs(r.value - oracle_otdd(X1, y1, X2, y2)) <= 1e-9 * r.value  # LP round-off
     w2 = ot.emd2(_unif(50), _unif(40), _sqdist(X1, X2), numItermax=MAX_ITER)
-    r0 = otaudit.dataset_distance(X1, y1, X2, y2, lambda_y=0.0)
+    r0 = otaudit.otdd(X1, y1, X2, y2, lambda_y=0.0)
     assert abs(r0.value - w2) <= 1e-9 * w2
     assert r.value >= r0.value  # the label term is non-negative
 
@@ -127,11 +127,11 @@ def test_random_data_oracle_and_lambda_y_zero_is_w2():
 def test_self_distance_exactly_zero(digits, inner):
     X, y = digits
     X1, y1 = X[:200] + 0.01 * np.arange(64), y[:200]
-    assert otaudit.dataset_distance(X1, y1, X1.copy(), y1.copy(), inner=inner).value == 0.0
+    assert otaudit.otdd(X1, y1, X1.copy(), y1.copy(), inner=inner).value == 0.0
     # same content, relabelled + float32 + torch: still exactly 0 through the full solve
     # (fingerprints differ, so this goes through the label table and the LP)
     y_str = np.array([f"digit-{v}" for v in y1])
-    r = otaudit.dataset_distance(X1, y1, torch.from_numpy(X1), y_str, inner=inner)
+    r = otaudit.otdd(X1, y1, torch.from_numpy(X1), y_str, inner=inner)
     assert r.value == 0.0 and r.upper == 0.0 and r.extra["outer_solves"] == 1
     # identical class clouds inside different datasets -> exactly-0 label entries
     sa = dataset_stats(X1, y1, inner=inner, self_tables=False)
@@ -145,9 +145,9 @@ def test_self_distance_exactly_zero(digits, inner):
 def test_symmetry_and_label_renaming(digits, inner):
     X, y = digits
     X1, y1, X2, y2 = X[:160], y[:160], X[160:330], y[160:330]
-    base = otaudit.dataset_distance(X1, y1, X2, y2, inner=inner)
+    base = otaudit.otdd(X1, y1, X2, y2, inner=inner)
     assert (
-        otaudit.dataset_distance(X2, y2, X1, y1, inner=inner).value == base.value
+        otaudit.otdd(X2, y2, X1, y1, inner=inner).value == base.value
     )  # canonical order
     perm = np.array([7, 3, 9, 0, 5, 1, 8, 2, 6, 4])
     variants = [
@@ -157,7 +157,7 @@ def test_symmetry_and_label_renaming(digits, inner):
         (np.array([f"c{v}" for v in y1]), perm[y2] - 50),  # different names per side
     ]
     for z1, z2 in variants:
-        v = otaudit.dataset_distance(X1, z1, X2, z2, inner=inner).value
+        v = otaudit.otdd(X1, z1, X2, z2, inner=inner).value
         # exact: the cost matrix is entry-wise identical, only the LP orientation may change
         # (1e-12 rel); gaussian: renaming changes fingerprints, hence which side's roots
         # enter R_b @ R_a in the SVD -> round-off of 64-d singular covariances (1e-10 rel)
@@ -169,13 +169,13 @@ def test_scale_equivariance_and_dtypes(digits):
     X, y = digits
     X1, y1, X2, y2 = X[:150], y[:150], X[150:300], y[150:300]
     for inner in ("exact", "gaussian"):
-        v = otaudit.dataset_distance(X1, y1, X2, y2, inner=inner).value
-        v3 = otaudit.dataset_distance(3.0 * X1, y1, 3.0 * X2, y2, inner=inner).value
+        v = otaudit.otdd(X1, y1, X2, y2, inner=inner).value
+        v3 = otaudit.otdd(3.0 * X1, y1, 3.0 * X2, y2, inner=inner).value
         assert abs(v3 - 9.0 * v) <= 1e-10 * 9.0 * v  # exact solves: round-off only
     # float32 numpy / float32 torch give the same value as their float64 upcast (bitwise)
     X1f, X2f = X1.astype(np.float32), X2.astype(np.float32)
-    a = otaudit.dataset_distance(X1f, y1, X2f, y2).value
-    b = otaudit.dataset_distance(
+    a = otaudit.otdd(X1f, y1, X2f, y2).value
+    b = otaudit.otdd(
         torch.from_numpy(X1f), torch.from_numpy(y1), X2f.astype(np.float64), y2
     ).value
     assert a == b
@@ -210,7 +210,7 @@ def test_matrix_equals_pairwise_and_incremental_row(digits):
     for i in range(3):
         for j in range(3):
             if i != j:
-                r = otaudit.dataset_distance(
+                r = otaudit.otdd(
                     ds[i][1], ds[i][2], ds[j][1], ds[j][2], inner="gaussian"
                 )
                 assert M.values[i, j] == r.value  # same code path, canonical order: bitwise
@@ -221,7 +221,7 @@ def test_matrix_equals_pairwise_and_incremental_row(digits):
     assert M2.results[0][1] is M.results[0][1] and M2.values[1, 2] == M.values[1, 2]
     assert (
         M2.values[3, 0]
-        == otaudit.dataset_distance(d4[1], d4[2], X[:100], y[:100], inner="gaussian").value
+        == otaudit.otdd(d4[1], d4[2], X[:100], y[:100], inner="gaussian").value
     )
     # a changed dataset under an old name is recomputed (fingerprint, not name)
     M3 = otdd_matrix([ds[0], ds[1], ("c", X[200:300], y[200:300])], inner="gaussian", existing=M)
@@ -278,15 +278,15 @@ def test_otdd_cost_protocol_and_features():
 def test_unlabeled_and_pseudo_labels():
     X1, _ = _blobs(4, 40)
     X2, _ = _blobs(5, 30, shift=1.0)
-    r = otaudit.dataset_distance(X1, None, X2, None)
+    r = otaudit.otdd(X1, None, X2, None)
     w2 = ot.emd2(_unif(40), _unif(30), _sqdist(X1, X2), numItermax=MAX_ITER)
     assert abs(r.value - w2) <= 1e-9 * w2 and r.params["labels"] == "unlabeled"
-    rp = otaudit.dataset_distance(X1, None, X2, None, pseudo_labels=3)
+    rp = otaudit.otdd(X1, None, X2, None, pseudo_labels=3)
     assert rp.params["pseudo_labels_a"] == 3
     assert rp.value >= r.value * (1 - 1e-12)  # label term >= 0
-    assert otaudit.dataset_distance(X1, None, X1, None, pseudo_labels=3).value == 0.0
+    assert otaudit.otdd(X1, None, X1, None, pseudo_labels=3).value == 0.0
     with pytest.raises(InputError, match="one dataset is labeled and the other is not"):
-        otaudit.dataset_distance(X1, np.zeros(40), X2, None)
+        otaudit.otdd(X1, np.zeros(40), X2, None)
 
 
 def test_bounded_inner_costs_are_carried_through():
@@ -294,8 +294,8 @@ def test_bounded_inner_costs_are_carried_through():
     # tight and must equal the all-exact value (LP round-off, 1e-9 rel)
     X1, y1 = _blobs(6, 60)
     X2, y2 = _blobs(7, 50)
-    ref = otaudit.dataset_distance(X1, y1, X2, y2).value
-    r = otaudit.dataset_distance(X1, y1, X2, y2, inner_options={"max_exact": 5, "solver": "exact"})
+    ref = otaudit.otdd(X1, y1, X2, y2).value
+    r = otaudit.otdd(X1, y1, X2, y2, inner_options={"max_exact": 5, "solver": "exact"})
     assert r.lower <= r.value <= r.upper and abs(r.value - ref) <= 1e-9 * ref
 
 
@@ -305,23 +305,23 @@ def test_bad_inputs_give_one_line_errors():
     y1 = y.copy()
     y1[0] = 99  # a class with one point
     with pytest.raises(InputError, match=r"class 99 has 1 point.*fix: use inner='exact'") as e:
-        otaudit.dataset_distance(X, y1, X, y, inner="gaussian", names=("vendor_a", "vendor_b"))
+        otaudit.otdd(X, y1, X, y, inner="gaussian", names=("vendor_a", "vendor_b"))
     assert "vendor_a" in str(e.value) and "\n" not in str(e.value)
-    assert otaudit.dataset_distance(X, y1, X + 1, y, inner="exact").value > 0  # fine for exact
+    assert otaudit.otdd(X, y1, X + 1, y, inner="exact").value > 0  # fine for exact
     Xn = X.copy()
     Xn[3, 1] = np.nan
     with pytest.raises(InputError, match=r"'D2'.*NaN.*first at row 3"):
-        otaudit.dataset_distance(X, y, Xn, y)
+        otaudit.otdd(X, y, Xn, y)
     with pytest.raises(InputError, match="dimension mismatch"):
-        otaudit.dataset_distance(X, y, X[:, :2], y)
+        otaudit.otdd(X, y, X[:, :2], y)
     with pytest.raises(InputError, match="empty"):
-        otaudit.dataset_distance(X, y, np.zeros((0, 3)), np.zeros(0))
+        otaudit.otdd(X, y, np.zeros((0, 3)), np.zeros(0))
     with pytest.raises(InputError, match="19 labels for 20 rows"):
-        otaudit.dataset_distance(X, y[:19], X, y)
+        otaudit.otdd(X, y[:19], X, y)
     with pytest.raises(InputError, match="unknown inner"):
-        otaudit.dataset_distance(X, y, X, y, inner="bures")
+        otaudit.otdd(X, y, X, y, inner="bures")
     with pytest.raises(InputError, match="lambda_y"):
-        otaudit.dataset_distance(X, y, X, y, lambda_y=-1.0)
+        otaudit.otdd(X, y, X, y, lambda_y=-1.0)
     with pytest.raises(InputError, match="names must be unique"):
         otdd_matrix([("a", X, y), ("a", X + 1, y)])
 
@@ -338,7 +338,7 @@ def test_matrix_solves_each_class_pair_once_across_versions(digits):
     matrix_solves = sum(M.results[i][j].extra["inner_solves"] for i, j in M.computed)
     pair_solves = 0
     for i, j in M.computed:
-        r = otaudit.dataset_distance(ds[i][1], ds[i][2], ds[j][1], ds[j][2], inner="exact")
+        r = otaudit.otdd(ds[i][1], ds[i][2], ds[j][1], ds[j][2], inner="exact")
         pair_solves += r.extra["inner_solves"]
         assert M.values[i, j] == r.value  # canonical orientation of every solve: bitwise
     # one pair alone: 100 class pairs - 9 identical classes - 36 mirrored unchanged pairs
@@ -353,8 +353,8 @@ def test_minibatch_outer_bounds_contain_exact(digits, inner):
     # the OTDD cost goes through the OT core's certified mini-batch bounds unchanged
     X, y = digits
     X1, y1, X2, y2 = X[:240], y[:240], X[240:], y[240:]
-    exact = otaudit.dataset_distance(X1, y1, X2, y2, inner=inner, solver="exact").value
-    r = otaudit.dataset_distance(X1, y1, X2, y2, inner=inner, solver="minibatch", batch_size=64)
+    exact = otaudit.otdd(X1, y1, X2, y2, inner=inner, solver="exact").value
+    r = otaudit.otdd(X1, y1, X2, y2, inner=inner, solver="minibatch", batch_size=64)
     assert r.certified and r.lower <= r.value <= r.upper
     # certified bounds: no tolerance beyond float64 round-off of the LP (1e-9 rel)
     assert r.lower <= exact * (1 + 1e-9) and exact <= r.upper * (1 + 1e-9)
@@ -366,8 +366,8 @@ def test_bounded_inner_table_carries_certificates(digits):
     # lower and the upper table; the exact OTDD^2 must lie inside (monotonicity of OT)
     X, y = digits
     X1, y1, X2, y2 = X[:240], y[:240], X[240:], y[240:]
-    exact = otaudit.dataset_distance(X1, y1, X2, y2).value
-    r = otaudit.dataset_distance(
+    exact = otaudit.otdd(X1, y1, X2, y2).value
+    r = otaudit.otdd(
         X1,
         y1,
         X2,

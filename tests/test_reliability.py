@@ -170,7 +170,7 @@ def test_bad_inputs_fail_only_their_own_pairs(registry, dask_cluster):
     for a, b in [("good_a", "good_b"), ("good_a", "single_row"), ("good_b", "single_class")]:
         (X1, y1), (X2, y2) = arrays[a], arrays[b]
         assert (
-            rep.value(a, b, "otdd") == otaudit.dataset_distance(X1, y1, X2, y2, inner="exact").value
+            rep.value(a, b, "otdd") == otaudit.otdd(X1, y1, X2, y2, inner="exact").value
         )
         assert rep.value(a, b, "ot_bounds") == otaudit.ot_bounds(X1, X2, batch_size=16).value
 

@@ -14,7 +14,7 @@ class OTResult:
     """Result of an OT or OTDD computation.
 
     Attributes:
-        value: best estimate of the OT cost (OTDD² for :func:`otaudit.dataset_distance`, W2² for
+        value: best estimate of the OT cost (OTDD² for :func:`otaudit.otdd`, W2² for
             :func:`otaudit.ot_bounds`).
         lower: certified lower bound on the exact cost (a feasible dual's objective);
             equals ``value`` for an exact solve. ``-inf`` if no certificate is available.
