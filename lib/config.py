@@ -206,8 +206,13 @@ SPARSE_SUPPLY_UNITS: int = 2**30
 #: and the fitted time models (seconds; benchmarks/RESULTS_generalize.md, "route model").
 EXACT_MEMORY_BYTES: int = 4 * 2**30
 EXACT_BYTES_PER_ENTRY: int = 40
-ROUTE_EXACT_C: float = 1.0e-8
-ROUTE_EXACT_P: float = 1.25
-ROUTE_SPARSE_C0: float = 0.05
-ROUTE_SPARSE_C1: float = 1.0e-9
-ROUTE_SPARSE_C2: float = 2.0e-5
+#: exact: ``C (n m)^P`` fitted to the *fastest* family's ot.emd2 times (1k: 0.064 s, 3k:
+#: 0.635 s); sparse: ``C0 + C1 n m (d + D0) + C2 (n + m)`` fitted to the *slowest* family's
+#: sparse times (lowrank128: 1k 0.118 s, 3k 0.533 s; clusters 5k 1.2 s), so auto picks the
+#: sparse route only where it is expected to win even against the LP's best case.
+ROUTE_EXACT_C: float = 3.2e-8
+ROUTE_EXACT_P: float = 1.05
+ROUTE_SPARSE_C0: float = 0.066
+ROUTE_SPARSE_C1: float = 4.0e-10
+ROUTE_SPARSE_D0: int = 64
+ROUTE_SPARSE_C2: float = 0.0

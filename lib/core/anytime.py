@@ -101,7 +101,9 @@ def anytime_bounds(
         time_limit: seconds (None: no limit). Checked before each round: a round is started
             only if the time spent plus the last round's duration fits, so the limit is
             exceeded by at most one round (the first round always runs).
-        max_rounds: sparse rounds at most (the solve budget of the sparse route).
+        max_rounds: sparse rounds at most (the solve budget of the sparse route); with
+            ``start="minibatch"`` and a mini-batch ``budget``, each sparse round counts as one
+            solve against that budget too.
         progress: called as ``progress(round, lower, upper)`` after every round.
     Returns:
         OTResult with the running certified interval; ``converged`` = target reached;
@@ -159,6 +161,9 @@ def anytime_bounds(
         params.update(mb.params)
         n_solves += mb.n_solves
         record(mb.lower, mb.upper)
+        budget = (minibatch_options or {}).get("budget")
+        if budget is not None:  # the solve budget covers the sparse rounds too (one each)
+            max_rounds = min(max_rounds, max(0, int(budget) - mb.n_solves))
     sp: SparseOT | None = None
     optimal = False
     while _rel(lo, up) > target and rnd < max_rounds and (rnd == 0 or time_left()):

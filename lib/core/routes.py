@@ -5,8 +5,9 @@
   copies); time modelled as ``ROUTE_EXACT_C * (n m)^ROUTE_EXACT_P`` seconds.
 * ``"sparse"``: the sparse exact route (:mod:`otaudit.core.sparse`): a few rounds, each
   dominated by one blockwise pricing pass over the ``n x m`` costs (float32 matmuls,
-  ``~ n m (d + 2)`` flops) plus the min-cost flow on ``~ 2 k (n + m)`` edges; modelled as
-  ``ROUTE_SPARSE_C0 + ROUTE_SPARSE_C1 * n m (d + 2) + ROUTE_SPARSE_C2 * (n + m)`` seconds.
+  ``~ n m d`` flops, plus top-k selections ``~ n m``) plus the min-cost flow on
+  ``~ 2 k (n + m)`` edges; modelled as
+  ``ROUTE_SPARSE_C0 + ROUTE_SPARSE_C1 * n m (d + ROUTE_SPARSE_D0) + ROUTE_SPARSE_C2 * (n + m)``.
   Memory: its edges, ``~ 64 * 2 k (n + m)`` bytes, and one cost block.
 * ``"minibatch"``: only when not even the sparse route's edges fit the budget.
 
@@ -32,7 +33,7 @@ def predict_sparse_seconds(n: int, m: int, d: int) -> float:
     """Predicted seconds of the sparse exact route to certified optimality."""
     return (
         config.ROUTE_SPARSE_C0
-        + config.ROUTE_SPARSE_C1 * float(n * m) * (d + 2)
+        + config.ROUTE_SPARSE_C1 * float(n * m) * (d + config.ROUTE_SPARSE_D0)
         + config.ROUTE_SPARSE_C2 * float(n + m)
     )
 

@@ -286,6 +286,7 @@ def residual_potentials(
     cint: np.ndarray,
     flow: np.ndarray,
     max_rounds: int | None = None,
+    d0: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Integer potentials of an optimal flow: shortest-path distances ``d`` from a virtual
     source (0-arcs to every node) on the residual graph — arcs ``x_i -> y_j`` of cost
@@ -293,7 +294,12 @@ def residual_potentials(
     ``-c_ij`` where the flow is positive. Bellman-Ford with an active set, vectorised, exact in
     int64. Returns ``(f, g, ok)`` with ``f = -d_x``, ``g = d_y`` (so ``f_i + g_j <= c_ij`` on
     every edge, ``=`` where the flow is positive); ``ok`` False if ``max_rounds`` ran out
-    (then ``(f, g)`` are not dual-feasible; callers only use them through a c-transform)."""
+    (then ``(f, g)`` are not dual-feasible; callers only use them through a c-transform).
+
+    ``d0 [n + m]`` (int64, optional): weights of the virtual source's arcs instead of 0 —
+    any values give valid potentials (shortest paths from a virtual source always satisfy
+    every arc), and values that already nearly do (the previous round's potentials) make the
+    search short and keep the duals close to those of the full problem."""
     N = n + m
     pos = flow > 0
     tail = np.concatenate([I, J[pos] + n])
@@ -304,8 +310,12 @@ def residual_potentials(
     indptr = np.zeros(N + 1, dtype=np.int64)
     np.add.at(indptr, tail + 1, 1)
     indptr = np.cumsum(indptr)
-    d = np.zeros(N, dtype=np.int64)
-    active = np.unique(J[pos] + n)  # only negative arcs can improve the all-zero start
+    if d0 is None:
+        d = np.zeros(N, dtype=np.int64)
+        active = np.unique(J[pos] + n)  # only negative arcs can improve the all-zero start
+    else:
+        d = np.asarray(d0, dtype=np.int64).copy()
+        active = np.arange(N, dtype=np.int64)
     rounds = 0
     max_rounds = N + 1 if max_rounds is None else max_rounds
     while active.size:
@@ -387,8 +397,12 @@ class SparseOT:
         self.keys = np.zeros(0, dtype=np.int64)  # edge keys i * m + j, sorted, unique
         self.c = np.zeros(0, dtype=np.float64)  # their float64 costs
         self.n_rounds = 0
+        # after a round: f, its c-transform g (the certified lower bound's potentials), the
+        # restricted problem's own duals g_sparse, and the cost scale (units per cost unit)
         self.f: torch.Tensor | None = None
         self.g: torch.Tensor | None = None
+        self.g_sparse: torch.Tensor | None = None
+        self.scale = 1.0
         self._direction: torch.Tensor | None = None
         self.plan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -410,6 +424,7 @@ class SparseOT:
         f = initial_potentials(cost, self.a, self.b) if self.f0 is None else self.f0
         f = f.to(torch.float64).to(dev)
         g = c_transform(cost, f, side="x", fast=True)
+        self.f, self.g = f, g  # warm start of the first round's dual search
         for side in ("x", "y"):
             I, J = smallest_reduced(cost, f, g, self.k, side=side)
             self._add_edges(I, J)
@@ -486,7 +501,19 @@ class SparseOT:
         upper = float(terms.sum()) * (1.0 + (len(terms) + 4) * _U64) + 1e-300
         # --- duals: exact integer potentials of the restricted problem ---
         t_dual = time.perf_counter()
-        fi, gi, ok = residual_potentials(n, m, I, J, cint, flow)
+        d0 = None
+        if self.f is not None and self.g is not None:
+            # previous potentials (c-transform pair: every forward arc already feasible),
+            # in the new integer units; the search then only repairs the plan's arcs
+            fx = self.f.cpu().numpy() * s
+            gy = self.g.cpu().numpy() * s
+            if (
+                np.isfinite(fx).all()
+                and np.isfinite(gy).all()
+                and max(np.abs(fx).max(initial=0), np.abs(gy).max(initial=0)) < 2.0**61
+            ):
+                d0 = np.concatenate([np.ceil(-fx), np.floor(gy)]).astype(np.int64)
+        fi, gi, ok = residual_potentials(n, m, I, J, cint, flow, d0=d0)
         t_dual = time.perf_counter() - t_dual
         f = torch.from_numpy(fi.astype(np.float64) / s).to(dev)
         g_s = torch.from_numpy(gi.astype(np.float64) / s).to(dev)
@@ -511,7 +538,8 @@ class SparseOT:
             Iv, Jv = smallest_reduced(cost, f, g_s, self.k_add, side="y", subset=viol)
             added = self._add_edges(Iv, Jv)
         t_price = time.perf_counter() - t_price
-        self.f, self.g = f, g_c
+        self.f, self.g, self.g_sparse = f, g_c, g_s
+        self.scale = s
         optimal = viol.numel() == 0 and ok
         return SparseRound(
             lower=min(lower, upper),
