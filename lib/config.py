@@ -194,6 +194,8 @@ TARGET_GAP: float = 0.01
 SPARSE_KNN: int = 8
 SPARSE_ADD_PER_COLUMN: int = 4
 SPARSE_MAX_ROUNDS: int = 30
+#: Clusters per side of the coarse exact problem whose duals warm-start the sparse route.
+SPARSE_COARSE_POINTS: int = 1000
 #: Integer cost resolution of the min-cost flow: the largest candidate edge cost becomes this
 #: many units (lowered automatically so that potentials and totals stay inside int64).
 SPARSE_COST_UNITS: int = 2**40

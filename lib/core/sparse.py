@@ -49,7 +49,14 @@ from .arrays import as_weights
 from .costs import GroundCost, SqEuclidean, c_transform, chunk_size, has_lower_block, row_chunks
 from .result import OTResult
 
-__all__ = ["SparseOT", "SparseRound", "sparse_ot", "initial_potentials", "integer_supplies"]
+__all__ = [
+    "SparseOT",
+    "SparseRound",
+    "sparse_ot",
+    "initial_potentials",
+    "coarse_potentials",
+    "integer_supplies",
+]
 
 _U64 = 2.0**-53
 
@@ -250,6 +257,43 @@ def initial_potentials(cost: GroundCost, a: torch.Tensor, b: torch.Tensor) -> to
     return f if bool(torch.isfinite(f).all()) else zeros
 
 
+def coarse_potentials(
+    cost: GroundCost, a: torch.Tensor, b: torch.Tensor, k: int = 0, seed: int = 0
+) -> torch.Tensor | None:
+    """Starting potential ``f [n]`` from a coarse exact problem (multiscale warm start):
+    weighted k-means of X and of Y (``k`` clusters each; 0: ``config.SPARSE_COARSE_POINTS``),
+    POT's exact LP between the cluster measures (costs rescaled by a power of two), then the
+    coarse Y-duals ``v`` extended to every x by the c-transform
+    ``f(x) = min_j |x - c_j|^2 - v_j``. Captures non-affine maps at the clusters' resolution.
+    :class:`SqEuclidean` only (None otherwise)."""
+    if not isinstance(cost, SqEuclidean):
+        return None
+    from .exact import emd
+    from .partition import kmeans
+
+    k = k or config.SPARSE_COARSE_POINTS
+    k = max(1, min(k, cost.n // 4, cost.m // 4))
+    gen = torch.Generator().manual_seed(int(seed))
+    X = cost.X.to(torch.float64)
+    Y = cost.Y.to(torch.float64)
+    lx, cx = kmeans(X, a, k, gen, n_iter=4)
+    ly, cy = kmeans(Y, b, k, gen, n_iter=4)
+    alpha = torch.zeros(cx.shape[0], dtype=torch.float64, device=X.device).index_add_(0, lx, a)
+    beta = torch.zeros(cy.shape[0], dtype=torch.float64, device=X.device).index_add_(0, ly, b)
+    C = SqEuclidean(cx, cy).block(None, None)
+    cm = float(C.max())
+    if not (cm > 0 and math.isfinite(cm)):
+        return None
+    sc = 2.0 ** -math.floor(math.log2(cm))  # POT's pivot tolerance is absolute
+    try:
+        sol = emd(alpha, beta, C * sc)
+    except SolverError:
+        return None
+    v = torch.from_numpy(sol.g / sc).to(X.device)
+    f = c_transform(SqEuclidean(X, cy), v, side="y", fast=True)
+    return f if bool(torch.isfinite(f).all()) else None
+
+
 # ----------------------------------------------------------------------------------------
 # integer min-cost flow and its duals
 # ----------------------------------------------------------------------------------------
@@ -364,8 +408,9 @@ class SparseOT:
     Args:
         cost: any :class:`GroundCost` (:class:`SqEuclidean` uses float32 certified blocks).
         a, b: weights (normalised; None = uniform).
-        f0: starting potentials on X (None: :func:`initial_potentials`), used only to pick the
-            first candidate edges (reduced-cost nearest neighbours).
+        f0: starting potentials on X (None: the better, by dual objective, of
+            :func:`initial_potentials` and :func:`coarse_potentials`), used to pick the first
+            candidate edges (reduced-cost nearest neighbours) and to warm-start the duals.
         k: neighbours per point and side in the first candidate set.
         k_add: edges added per violating column in later rounds.
     """
@@ -405,6 +450,7 @@ class SparseOT:
         self.scale = 1.0
         self._direction: torch.Tensor | None = None
         self.plan: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.start_lower = -math.inf
 
     # -- edges --
     def _add_edges(self, I: np.ndarray, J: np.ndarray) -> int:
@@ -421,9 +467,21 @@ class SparseOT:
 
     def _first_edges(self) -> None:
         cost, dev = self.cost, self.cost.device
-        f = initial_potentials(cost, self.a, self.b) if self.f0 is None else self.f0
-        f = f.to(torch.float64).to(dev)
-        g = c_transform(cost, f, side="x", fast=True)
+        if self.f0 is not None:
+            starts = [self.f0]
+        else:  # affine (Gaussian) and coarse-LP potentials: keep the higher dual objective
+            starts = [initial_potentials(cost, self.a, self.b)]
+            fc = coarse_potentials(cost, self.a, self.b)
+            if fc is not None:
+                starts.append(fc)
+        best = -math.inf
+        for f_try in starts:
+            f_try = f_try.to(torch.float64).to(dev)
+            g_try = c_transform(cost, f_try, side="x", fast=True)
+            val = float((f_try * self.a).sum() + (g_try * self.b).sum())
+            if val > best:
+                best, f, g = val, f_try, g_try
+        self.start_lower = best  # dual objective of the start (not yet certified)
         self.f, self.g = f, g  # warm start of the first round's dual search
         for side in ("x", "y"):
             I, J = smallest_reduced(cost, f, g, self.k, side=side)
@@ -530,6 +588,9 @@ class SparseOT:
                 (cost.Y.to(torch.float64) ** 2).sum(1).max()
             )
             allowance += 4 * (d + 4) * _U64 * r2
+        if self.n_rounds == 1 and math.isfinite(self.start_lower):
+            # the start's own pair (f0, f0^c) is dual feasible too: keep the better objective
+            lower = max(lower, self.start_lower)
         lower = max(lower - allowance, 0.0)
         tol = 2.0 / s + 1e-13 * float(g_c.abs().max() if g_c.numel() else 0.0)
         viol = ((g_c < g_s - tol) & (self.b > 0)).nonzero().flatten()
