@@ -478,10 +478,10 @@ class SparseOT:
         for f_try in starts:
             f_try = f_try.to(torch.float64).to(dev)
             g_try = c_transform(cost, f_try, side="x", fast=True)
-            val = float((f_try * self.a).sum() + (g_try * self.b).sum())
+            val = self._certified_dual(f_try, g_try)
             if val > best:
                 best, f, g = val, f_try, g_try
-        self.start_lower = best  # dual objective of the start (not yet certified)
+        self.start_lower = best  # certified dual objective of the start
         self.f, self.g = f, g  # warm start of the first round's dual search
         for side in ("x", "y"):
             I, J = smallest_reduced(cost, f, g, self.k, side=side)
@@ -493,6 +493,27 @@ class SparseOT:
         oy = _order(cost.features_y, self.b, self._direction)
         r, c_, _ = _northwest(self.A[ox], self.B[oy])
         self._add_edges(ox[r], oy[c_])
+
+    def _certified_dual(self, f: torch.Tensor, g: torch.Tensor) -> float:
+        """``<f, a> + <g, b>`` minus a float allowance, for ``g = f^c`` (a feasible pair):
+        the sums' round-off (``(n + m + 4) u`` of the absolute terms) and, for
+        :class:`SqEuclidean`, the float64 round-off of the cost values the c-transform took
+        its minima over (``4 (d + 4) u max(|x|^2 + |y|^2)`` per unit of mass); clipped at 0
+        (costs are non-negative)."""
+        cost = self.cost
+        val = float((f * self.a).sum() + (g * self.b).sum())
+        allowance = (
+            (cost.n + cost.m + 4)
+            * _U64
+            * float((f.abs() * self.a).sum() + (g.abs() * self.b).sum())
+        )
+        if isinstance(cost, SqEuclidean):
+            d = cost.X.shape[1]
+            r2 = float((cost.X.to(torch.float64) ** 2).sum(1).max()) + float(
+                (cost.Y.to(torch.float64) ** 2).sum(1).max()
+            )
+            allowance += 4 * (d + 4) * _U64 * r2
+        return max(val - allowance, 0.0) if math.isfinite(val) else 0.0
 
     # -- plan repair for rounded supplies --
     def _repair(
@@ -578,20 +599,10 @@ class SparseOT:
         # --- pricing of every edge: c-transform over all x ---
         t_price = time.perf_counter()
         g_c = c_transform(cost, f, side="x", fast=True)
-        lower = float((f * self.a).sum() + (g_c * self.b).sum())
-        allowance = (
-            (n + m + 4) * _U64 * float((f.abs() * self.a).sum() + (g_c.abs() * self.b).sum())
-        )
-        if isinstance(cost, SqEuclidean):  # float64 round-off of the cost values themselves
-            d = cost.X.shape[1]
-            r2 = float((cost.X.to(torch.float64) ** 2).sum(1).max()) + float(
-                (cost.Y.to(torch.float64) ** 2).sum(1).max()
-            )
-            allowance += 4 * (d + 4) * _U64 * r2
-        if self.n_rounds == 1 and math.isfinite(self.start_lower):
+        lower = self._certified_dual(f, g_c)
+        if self.n_rounds == 1:
             # the start's own pair (f0, f0^c) is dual feasible too: keep the better objective
             lower = max(lower, self.start_lower)
-        lower = max(lower - allowance, 0.0)
         tol = 2.0 / s + 1e-13 * float(g_c.abs().max() if g_c.numel() else 0.0)
         viol = ((g_c < g_s - tol) & (self.b > 0)).nonzero().flatten()
         added = 0
