@@ -272,7 +272,7 @@ def coarse_potentials(
     from .partition import kmeans
 
     k = k or config.SPARSE_COARSE_POINTS
-    k = max(1, min(k, cost.n // 4, cost.m // 4))
+    k = max(1, min(k, cost.n // 10, cost.m // 10))
     gen = torch.Generator().manual_seed(int(seed))
     X = cost.X.to(torch.float64)
     Y = cost.Y.to(torch.float64)
@@ -408,8 +408,9 @@ class SparseOT:
     Args:
         cost: any :class:`GroundCost` (:class:`SqEuclidean` uses float32 certified blocks).
         a, b: weights (normalised; None = uniform).
-        f0: starting potentials on X (None: the better, by dual objective, of
-            :func:`initial_potentials` and :func:`coarse_potentials`), used to pick the first
+        f0: starting potentials on X (None: :func:`initial_potentials`, and in dimension
+            ``<= config.SPARSE_COARSE_MAX_DIM`` the better, by certified dual objective, of it
+            and :func:`coarse_potentials`), used to pick the first
             candidate edges (reduced-cost nearest neighbours) and to warm-start the duals.
         k: neighbours per point and side in the first candidate set.
         k_add: edges added per violating column in later rounds.
@@ -471,7 +472,8 @@ class SparseOT:
             starts = [self.f0]
         else:  # affine (Gaussian) and coarse-LP potentials: keep the higher dual objective
             starts = [initial_potentials(cost, self.a, self.b)]
-            fc = coarse_potentials(cost, self.a, self.b)
+            low_d = int(cost.features_x.shape[1]) <= config.SPARSE_COARSE_MAX_DIM
+            fc = coarse_potentials(cost, self.a, self.b) if low_d else None
             if fc is not None:
                 starts.append(fc)
         best = -math.inf
