@@ -212,13 +212,14 @@ SPARSE_SUPPLY_UNITS: int = 2**30
 #: and the fitted time models (seconds; benchmarks/RESULTS_generalize.md, "route model").
 EXACT_MEMORY_BYTES: int = 4 * 2**30
 EXACT_BYTES_PER_ENTRY: int = 40
-#: exact: ``C (n m)^P`` fitted to the *fastest* family's ot.emd2 times (1k: 0.064 s, 3k:
-#: 0.635 s); sparse: ``C0 + C1 n m (d + D0) + C2 (n + m)`` fitted to the *slowest* family's
-#: sparse times (lowrank128: 1k 0.118 s, 3k 0.533 s; clusters 5k 1.2 s), so auto picks the
-#: sparse route only where it is expected to win even against the LP's best case.
-ROUTE_EXACT_C: float = 3.2e-8
-ROUTE_EXACT_P: float = 1.05
+#: exact: ``C (n m)^P`` through the *fastest* family's ot.emd2 times (3k: 0.32 s, student_t;
+#: 10k: 18.7 s, student_t); sparse: ``C0 + C1 n m (d + D0) + C2 (n + m)`` through the
+#: *slowest* family's sparse times (10k: 14.8 s, student_t 64-d; 3k: 1.2 s, weights_real), so
+#: auto leaves the dense LP only where the sparse route's worst case beats the LP's best
+#: case (crossover ~7k points per side at 32-d; benchmarks/RESULTS_generalize.md).
+ROUTE_EXACT_C: float = 5.6e-13
+ROUTE_EXACT_P: float = 1.69
 ROUTE_SPARSE_C0: float = 0.066
-ROUTE_SPARSE_C1: float = 4.0e-10
+ROUTE_SPARSE_C1: float = 1.15e-9
 ROUTE_SPARSE_D0: int = 64
 ROUTE_SPARSE_C2: float = 0.0
