@@ -200,6 +200,11 @@ SPARSE_MAX_ROUNDS: int = 30
 #: 35.6 s; but +0.3-2 s with no gain on the 16-64-d families).
 SPARSE_COARSE_POINTS: int = 1000
 SPARSE_COARSE_MAX_DIM: int = 4
+#: Coarse start: points per cluster (k = min(n, m) / ratio clusters per side); coarse problems
+#: with more than SPARSE_COARSE_POINTS clusters are solved by the sparse route itself
+#: (recursively, at most SPARSE_COARSE_ROUNDS rounds).
+SPARSE_COARSE_RATIO: int = 10
+SPARSE_COARSE_ROUNDS: int = 5
 #: Integer cost resolution of the min-cost flow: the largest candidate edge cost becomes this
 #: many units (lowered automatically so that potentials and totals stay inside int64).
 SPARSE_COST_UNITS: int = 2**40

@@ -261,18 +261,21 @@ def coarse_potentials(
     cost: GroundCost, a: torch.Tensor, b: torch.Tensor, k: int = 0, seed: int = 0
 ) -> torch.Tensor | None:
     """Starting potential ``f [n]`` from a coarse exact problem (multiscale warm start):
-    weighted k-means of X and of Y (``k`` clusters each; 0: ``config.SPARSE_COARSE_POINTS``),
-    POT's exact LP between the cluster measures (costs rescaled by a power of two), then the
-    coarse Y-duals ``v`` extended to every x by the c-transform
-    ``f(x) = min_j |x - c_j|^2 - v_j``. Captures non-affine maps at the clusters' resolution.
-    :class:`SqEuclidean` only (None otherwise)."""
+    weighted k-means of X and of Y (``k`` clusters each; 0: ``min(n, m) /
+    config.SPARSE_COARSE_RATIO``), the OT problem between the cluster measures solved by POT's
+    exact LP when both sides have at most ``config.SPARSE_COARSE_POINTS`` clusters (costs
+    rescaled by a power of two), else by this sparse route itself (recursively: its own start
+    is a coarser problem; at most ``config.SPARSE_COARSE_ROUNDS`` rounds); then the coarse
+    Y-duals ``v`` extended to every x by the c-transform ``f(x) = min_j |x - c_j|^2 - v_j``.
+    Captures non-affine maps at the clusters' resolution. :class:`SqEuclidean` only (None
+    otherwise)."""
     if not isinstance(cost, SqEuclidean):
         return None
     from .exact import emd
     from .partition import kmeans
 
-    k = k or config.SPARSE_COARSE_POINTS
-    k = max(1, min(k, cost.n // 10, cost.m // 10))
+    k = k or max(1, min(cost.n, cost.m) // config.SPARSE_COARSE_RATIO)
+    k = max(1, min(k, cost.n // 2, cost.m // 2))
     gen = torch.Generator().manual_seed(int(seed))
     X = cost.X.to(torch.float64)
     Y = cost.Y.to(torch.float64)
@@ -280,6 +283,14 @@ def coarse_potentials(
     ly, cy = kmeans(Y, b, k, gen, n_iter=4)
     alpha = torch.zeros(cx.shape[0], dtype=torch.float64, device=X.device).index_add_(0, lx, a)
     beta = torch.zeros(cy.shape[0], dtype=torch.float64, device=X.device).index_add_(0, ly, b)
+    if max(cx.shape[0], cy.shape[0]) > config.SPARSE_COARSE_POINTS:
+        sp = SparseOT(SqEuclidean(cx, cy), alpha, beta)
+        for _ in range(config.SPARSE_COARSE_ROUNDS):
+            if sp.round().optimal:
+                break
+        assert sp.g is not None
+        f = c_transform(SqEuclidean(X, cy), sp.g, side="y", fast=True)
+        return f if bool(torch.isfinite(f).all()) else None
     C = SqEuclidean(cx, cy).block(None, None)
     cm = float(C.max())
     if not (cm > 0 and math.isfinite(cm)):
