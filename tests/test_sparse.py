@@ -158,3 +158,15 @@ def test_multilevel_coarse_start_recurses_and_stays_certified(monkeypatch):
     res = anytime_bounds(cost, target_gap=0.0)
     assert res.lower <= p.truth * (1 + 1e-12) and p.truth * (1 - 1e-12) <= res.upper
     assert res.gap_rel <= 1e-9
+
+
+@pytest.mark.parametrize("n,m,d", [(1, 5, 3), (2, 2, 2), (5, 1, 2), (3, 7, 1)])
+def test_tiny_problems_and_identical_clouds(n, m, d):
+    rng = np.random.default_rng(n * 100 + m)
+    X, Y = rng.standard_normal((n, d)), rng.standard_normal((m, d))
+    res = anytime_bounds(SqEuclidean(torch.from_numpy(X), torch.from_numpy(Y)), target_gap=0.0)
+    exact = _emd2(X, Y, None, None)
+    assert res.lower <= exact * (1 + 1e-12) and exact <= res.upper * (1 + 1e-12)
+    assert res.gap_rel <= 1e-9
+    same = anytime_bounds(SqEuclidean(torch.from_numpy(X), torch.from_numpy(X)), target_gap=0.0)
+    assert (same.lower, same.upper, same.gap_rel) == (0.0, 0.0, 0.0)  # W(D, D) = 0 exactly

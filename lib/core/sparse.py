@@ -590,7 +590,7 @@ class SparseOT:
             cp = edge_costs(cost, Ip, Jp)
         self.plan = (Ip, Jp, P)
         terms = P * cp
-        upper = float(terms.sum()) * (1.0 + (len(terms) + 4) * _U64) + 1e-300
+        upper = float(terms.sum()) * (1.0 + (len(terms) + 4) * _U64)
         # --- duals: exact integer potentials of the restricted problem ---
         t_dual = time.perf_counter()
         d0 = None
