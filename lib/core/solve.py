@@ -113,7 +113,8 @@ def solve_ot(
 
     ``solver``: ``"exact"`` (POT network simplex on the full cost; value = lower = upper),
     ``"sinkhorn"`` (:func:`sinkhorn_bounds`), ``"minibatch"`` (:func:`minibatch_bounds`), or
-    ``"auto"``: exact when ``n*m <= config.EXACT_MAX_ENTRIES``, else mini-batch.
+    ``"auto"``: :func:`otaudit.core.routes.choose_route` (exact LP, sparse exact route, or
+    mini-batch when not even the sparse route fits).
     ``opts`` go to the chosen solver; with ``"auto"``, options of the solvers it did not
     choose (e.g. ``batch_size`` or ``block_solver`` on a pair small enough for the exact LP)
     are ignored. An option no solver takes, or one the named solver does not take, is an
@@ -167,9 +168,10 @@ def ot_bounds(
     ``X [n, d]``, ``Y [m, d]``: numpy arrays or torch tensors (CPU/CUDA, float32/float64;
     computed in float64 on the input's device). ``a``, ``b``: optional weights.
 
-    Exact by default when small: with ``solver="auto"`` and none of ``batch_size``,
-    ``budget``, ``partition``, ``coupling`` given, problems with
-    ``n*m <= config.EXACT_MAX_ENTRIES`` (2500 x 2500) are solved exactly (width 0).
+    Exact by default: with ``solver="auto"`` and none of ``batch_size``, ``budget``,
+    ``partition``, ``coupling`` given, the problem is solved exactly (width 0 up to the
+    integer-cost resolution of the sparse route) by the dense LP or the sparse route, as
+    :func:`otaudit.core.routes.choose_route` predicts cheaper.
     Giving any of those knobs (or another option of :func:`minibatch_bounds` such as
     ``refine`` or ``block_solver``), or ``solver="minibatch"``, runs the mini-batch bounds
     (:func:`minibatch_bounds`; defaults ``config.BATCH_SIZE``, ``config.BUDGET``,
