@@ -168,10 +168,11 @@ def ot_bounds(
     ``X [n, d]``, ``Y [m, d]``: numpy arrays or torch tensors (CPU/CUDA, float32/float64;
     computed in float64 on the input's device). ``a``, ``b``: optional weights.
 
-    Exact by default: with ``solver="auto"`` and none of ``batch_size``, ``budget``,
-    ``partition``, ``coupling`` given, the problem is solved exactly (width 0 up to the
-    integer-cost resolution of the sparse route) by the dense LP or the sparse route, as
-    :func:`otaudit.core.routes.choose_route` predicts cheaper.
+    With ``solver="auto"`` and none of ``batch_size``, ``budget``, ``partition``,
+    ``coupling`` given, :func:`otaudit.core.routes.choose_route` picks the dense LP (exact,
+    width 0) or the sparse exact route (rounds until ``gap_rel <= target_gap``; with
+    ``target_gap=0`` until certified optimal, width ~1e-11 relative: the integer-cost
+    resolution), whichever it predicts cheaper.
     Giving any of those knobs (or another option of :func:`minibatch_bounds` such as
     ``refine`` or ``block_solver``), or ``solver="minibatch"``, runs the mini-batch bounds
     (:func:`minibatch_bounds`; defaults ``config.BATCH_SIZE``, ``config.BUDGET``,
