@@ -137,6 +137,50 @@ FLOW_TOP_FEATURES: int = 3
 #: it, class structure: classes that split, merge or change proportion).
 FLOW_RESIDUAL_SHIFT: float = 0.1
 
+# --- sparse exact route, anytime bounds, route choice ----------------------------------
+#: Anytime bounds: relative width ``(upper - lower) / upper`` at which ``ot_bounds``,
+#: ``solve_ot`` and ``otdd(solver="minibatch")`` stop improving the certified interval.
+TARGET_GAP: float = 0.01
+#: Sparse exact route: reduced-cost nearest neighbours per point and side in the first
+#: candidate set, edges added per violating column and round, and rounds at most.
+SPARSE_KNN: int = 8
+SPARSE_ADD_PER_COLUMN: int = 4
+SPARSE_MAX_ROUNDS: int = 30
+#: Clusters per side (at most n / 10) of the coarse exact problem whose duals warm-start the
+#: sparse route, used in dimension <= SPARSE_COARSE_MAX_DIM only (measured, 3k points: plane
+#: 2-d gap 4.7e-3 % -> 1.6e-4 % after round 1, and 10k: exact in 17.9 s instead of 0.44 % in
+#: 35.6 s; but +0.3-2 s with no gain on the 16-64-d families).
+SPARSE_COARSE_POINTS: int = 1000
+SPARSE_COARSE_MAX_DIM: int = 4
+#: Coarse start: points per cluster (k = min(n, m) / ratio clusters per side); coarse problems
+#: with more than SPARSE_COARSE_POINTS clusters are solved by the sparse route itself
+#: (recursively, at most SPARSE_COARSE_ROUNDS rounds).
+SPARSE_COARSE_RATIO: int = 10
+SPARSE_COARSE_ROUNDS: int = 5
+#: Integer cost resolution of the min-cost flow: the largest candidate edge cost becomes this
+#: many units (lowered automatically so that potentials and totals stay inside int64).
+SPARSE_COST_UNITS: int = 2**40
+#: Supplies: exact integer supplies (uniform or integer-count weights) up to this total;
+#: other weights are rounded to SPARSE_SUPPLY_UNITS units and the plan repaired.
+SPARSE_SUPPLY_UNITS_MAX: int = 2**40
+SPARSE_SUPPLY_UNITS: int = 2**30
+#: ``solver="auto"`` route choice (lib/core/routes.py): memory budget of the dense exact LP,
+#: its bytes per cost entry (cost matrix + POT's plan + internal copies: 4.3 GB at 10k x 10k),
+#: and the fitted time models (seconds; benchmarks/RESULTS_generalize.md, "route model").
+EXACT_MEMORY_BYTES: int = 4 * 2**30
+EXACT_BYTES_PER_ENTRY: int = 40
+#: exact: ``C (n m)^P`` through the *fastest* family's ot.emd2 times (3k: 0.32 s, student_t;
+#: 10k: 18.7 s, student_t); sparse: ``C0 + C1 n m (d + D0) + C2 (n + m)`` through the
+#: *slowest* family's sparse times (10k: 14.8 s, student_t 64-d; 3k: 1.2 s, weights_real), so
+#: auto leaves the dense LP only where the sparse route's worst case beats the LP's best
+#: case (crossover ~7k points per side at 32-d; benchmarks/RESULTS_generalize.md).
+ROUTE_EXACT_C: float = 5.6e-13
+ROUTE_EXACT_P: float = 1.69
+ROUTE_SPARSE_C0: float = 0.066
+ROUTE_SPARSE_C1: float = 1.15e-9
+ROUTE_SPARSE_D0: int = 64
+ROUTE_SPARSE_C2: float = 0.0
+
 NUMERICS: tuple[str, ...] = (
     "EXACT_MAX_ENTRIES",
     "EMD_MAX_ITER_PER_ENTRY",
@@ -183,6 +227,25 @@ NUMERICS: tuple[str, ...] = (
     "FLOW_PLAN_RTOL",
     "FLOW_TOP_FEATURES",
     "FLOW_RESIDUAL_SHIFT",
+    "TARGET_GAP",
+    "SPARSE_KNN",
+    "SPARSE_ADD_PER_COLUMN",
+    "SPARSE_MAX_ROUNDS",
+    "SPARSE_COARSE_POINTS",
+    "SPARSE_COARSE_MAX_DIM",
+    "SPARSE_COARSE_RATIO",
+    "SPARSE_COARSE_ROUNDS",
+    "SPARSE_COST_UNITS",
+    "SPARSE_SUPPLY_UNITS_MAX",
+    "SPARSE_SUPPLY_UNITS",
+    "EXACT_MEMORY_BYTES",
+    "EXACT_BYTES_PER_ENTRY",
+    "ROUTE_EXACT_C",
+    "ROUTE_EXACT_P",
+    "ROUTE_SPARSE_C0",
+    "ROUTE_SPARSE_C1",
+    "ROUTE_SPARSE_D0",
+    "ROUTE_SPARSE_C2",
 )
 
 # ======================================================================================

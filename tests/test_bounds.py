@@ -247,6 +247,7 @@ def test_results_say_what_is_known():
     ex = otaudit.ot_bounds(X, Y)
     assert ex.kind == "exact" and ex.lower_certified and ex.upper_certified and ex.converged
     kw = dict(batch_size=20, partition="random", coupling="greedy", lower_sinkhorn=0, seed=3)
+    kw["target_gap"] = 1.0  # the mini-batch result itself (no anytime sparse rounds)
     r = otaudit.ot_bounds(X, Y, **kw)
     assert r.kind == "bracketed" and r.certified and r.value == 0.5 * (r.lower + r.upper)
     assert "width_rel" not in r.extra and r.gap_rel == (r.upper - r.lower) / r.upper
@@ -274,7 +275,7 @@ def test_converged_is_computed_from_the_block_solves(monkeypatch):
     rng = np.random.default_rng(8)
     X, Y = rng.normal(size=(120, 3)), rng.normal(size=(100, 3)) + 1
     ex = exact(X, Y)
-    kw = dict(batch_size=30, refine=1, lower_sinkhorn=0)
+    kw = dict(batch_size=30, refine=1, lower_sinkhorn=0, target_gap=1.0)
     assert otaudit.ot_bounds(X, Y, block_solver="exact", **kw).converged
     monkeypatch.setattr(config, "BOUNDS_BLOCK_SINKHORN_ITERS", 1)
     starved = otaudit.ot_bounds(X, Y, block_solver="sinkhorn", **kw)

@@ -28,7 +28,7 @@ __all__ = [
     "solver_settings",
 ]
 
-SOLVERS = ("auto", "exact", "sinkhorn", "minibatch")
+SOLVERS = ("auto", "exact", "sinkhorn", "minibatch", "sparse")
 PARTITIONS = ("aligned", "random")
 COUPLINGS = ("diagonal", "optimal", "independent", "union", "greedy", "colgen")
 BLOCK_SOLVERS = ("auto", "exact", "sinkhorn")
@@ -86,11 +86,21 @@ class MinibatchSettings:
         return self
 
 
-Settings = ExactSettings | SinkhornSettings | MinibatchSettings
+@dataclass(frozen=True)
+class SparseSettings:
+    """The sparse exact route (:mod:`otaudit.core.sparse`): it takes only the anytime knobs
+    (``target_gap``, ``time_limit``, ``progress``), which every route shares."""
+
+    def options(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Settings = ExactSettings | SinkhornSettings | MinibatchSettings | SparseSettings
 SETTINGS: dict[str, type] = {
     "exact": ExactSettings,
     "sinkhorn": SinkhornSettings,
     "minibatch": MinibatchSettings,
+    "sparse": SparseSettings,
 }
 
 

@@ -635,5 +635,5 @@ def sinkhorn_bounds(
         seconds=time.perf_counter() - t0,
         params={"reg": float(reg), "max_iter": int(max_iter), "tol": float(tol)},
         converged=bool(conv),
-        extra={"n_iter": n_iter, "width_rel": (up - lo) / up if up > 0 else 0.0},
+        extra={"n_iter": n_iter},
     )

@@ -9,17 +9,19 @@ from typing import Any
 import torch
 
 from .. import config
+from .anytime import anytime_bounds, check_anytime_knobs
 from .arrays import as_points, as_weights, check_pair, device_of
 from .certify import exact_interval, scale_points, unscale_result
 from .costs import GroundCost, SqEuclidean
 from .exact import emd
-from .minibatch.bounds import run_minibatch
 from .result import OTResult
+from .routes import choose_route
 from .settings import (
     SOLVERS,
     ExactSettings,
     Settings,
     SinkhornSettings,
+    SparseSettings,
     check_knobs,
     check_solver,
     options_of,
@@ -72,14 +74,26 @@ def exact_ot(
 # dispatcher and public entry point
 # ----------------------------------------------------------------------------------------
 def run_settings(
-    cost: GroundCost, a: torch.Tensor | None, b: torch.Tensor | None, settings: Settings
+    cost: GroundCost,
+    a: torch.Tensor | None,
+    b: torch.Tensor | None,
+    settings: Settings,
+    anytime: dict[str, Any] | None = None,
 ) -> OTResult:
-    """Run the solver that ``settings`` are for."""
+    """Run the solver that ``settings`` are for; the mini-batch and sparse routes are
+    anytime (:func:`otaudit.core.anytime.anytime_bounds` with the knobs ``anytime``:
+    ``target_gap``, ``time_limit``, ``progress``)."""
     if isinstance(settings, ExactSettings):
         return exact_ot(cost, a, b, **settings.options())
     if isinstance(settings, SinkhornSettings):
         return sinkhorn_bounds(cost, a, b, **settings.options())
-    return run_minibatch(cost, a, b, settings)
+    anytime = anytime or {}
+    if isinstance(settings, SparseSettings):
+        return anytime_bounds(cost, a, b, start="sparse", **anytime)
+    settings.checked()
+    return anytime_bounds(
+        cost, a, b, start="minibatch", minibatch_options=settings.options(), **anytime
+    )
 
 
 def solve_ot(
@@ -88,13 +102,23 @@ def solve_ot(
     b: torch.Tensor | None = None,
     *,
     solver: str = "auto",
+    target_gap: float = config.TARGET_GAP,
+    time_limit: float | None = None,
+    progress: Any = None,
     **opts: Any,
 ) -> OTResult:
     """Solve (or certifiably bound) OT for any ground cost.
 
+    Anytime (issue 12): ``"minibatch"`` and ``"sparse"`` keep improving the certified interval
+    until ``gap_rel <= target_gap``, ``time_limit`` seconds or the solve budget
+    (:func:`otaudit.core.anytime.anytime_bounds`); ``"sparse"`` is the sparse exact route
+    (:mod:`otaudit.core.sparse`); ``"auto"`` picks exact / sparse / minibatch with the measured
+    cost model of :func:`otaudit.core.routes.choose_route`.
+
     ``solver``: ``"exact"`` (POT network simplex on the full cost; value = lower = upper),
     ``"sinkhorn"`` (:func:`sinkhorn_bounds`), ``"minibatch"`` (:func:`minibatch_bounds`), or
-    ``"auto"``: exact when ``n*m <= config.EXACT_MAX_ENTRIES``, else mini-batch.
+    ``"auto"``: :func:`otaudit.core.routes.choose_route` (exact LP, sparse exact route, or
+    mini-batch when not even the sparse route fits).
     ``opts`` go to the chosen solver; with ``"auto"``, options of the solvers it did not
     choose (e.g. ``batch_size`` or ``block_solver`` on a pair small enough for the exact LP)
     are ignored. An option no solver takes, or one the named solver does not take, is an
@@ -102,22 +126,27 @@ def solve_ot(
     """
     check_solver(solver)
     auto = solver == "auto"
-    solver = pick_solver(solver, cost.n, cost.m)
-    return run_settings(cost, a, b, solver_settings(solver, opts, auto=auto))
+    check_anytime_knobs(target_gap, time_limit, progress)
+    anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
+    solver = pick_solver(solver, cost.n, cost.m, int(cost.features_x.shape[1]))
+    return run_settings(cost, a, b, solver_settings(solver, opts, auto=auto), anytime)
 
 
-def pick_solver(solver: str, n: int, m: int) -> str:
-    """The solver :func:`solve_ot` runs for ``solver`` on an ``n x m`` problem (``"auto"``:
-    exact when ``n*m <= config.EXACT_MAX_ENTRIES``, else mini-batch)."""
+def pick_solver(solver: str, n: int, m: int, d: int = 1) -> str:
+    """The solver :func:`solve_ot` runs for ``solver`` on an ``n x m`` problem in ``d``
+    dimensions (``"auto"``: :func:`otaudit.core.routes.choose_route`, the measured cost
+    model: dense exact LP, sparse exact route, or mini-batch bounds)."""
     if solver != "auto":
         return solver
-    return "exact" if n * m <= config.EXACT_MAX_ENTRIES else "minibatch"
+    return choose_route(n, m, d)
 
 
-def applied_options(solver: str, n: int, m: int, opts: dict[str, Any]) -> dict[str, Any]:
+def applied_options(
+    solver: str, n: int, m: int, opts: dict[str, Any], d: int = 1
+) -> dict[str, Any]:
     """The options of ``opts`` that :func:`solve_ot` applies on an ``n x m`` problem (with
     ``"auto"`` it ignores those of the solvers it does not pick)."""
-    takes = options_of(pick_solver(solver, n, m))
+    takes = options_of(pick_solver(solver, n, m, d))
     return {k: v for k, v in opts.items() if k in takes}
 
 
@@ -133,16 +162,28 @@ def ot_bounds(
     a: Any = None,
     b: Any = None,
     solver: str = "auto",
+    target_gap: float = config.TARGET_GAP,
+    time_limit: float | None = None,
+    progress: Any = None,
     **opts: Any,
 ) -> OTResult:
     """Certified bounds on ``W_2^2(X, Y)`` (squared Euclidean ground cost).
 
+    Anytime (issue 12): keeps improving the certified interval until ``gap_rel <=
+    target_gap`` (default ``config.TARGET_GAP``, 1 %), ``time_limit`` seconds or the solve
+    budget; ``progress(round, lower, upper)`` is called after each round;
+    ``extra["history"]`` lists ``(seconds, lower, upper)``. ``solver="auto"`` without mini-batch
+    knobs picks the exact LP or the sparse exact route by the cost model of
+    :func:`otaudit.core.routes.choose_route` (``method`` says which ran).
+
     ``X [n, d]``, ``Y [m, d]``: numpy arrays or torch tensors (CPU/CUDA, float32/float64;
     computed in float64 on the input's device). ``a``, ``b``: optional weights.
 
-    Exact by default when small: with ``solver="auto"`` and none of ``batch_size``,
-    ``budget``, ``partition``, ``coupling`` given, problems with
-    ``n*m <= config.EXACT_MAX_ENTRIES`` (2500 x 2500) are solved exactly (width 0).
+    With ``solver="auto"`` and none of ``batch_size``, ``budget``, ``partition``,
+    ``coupling`` given, :func:`otaudit.core.routes.choose_route` picks the dense LP (exact,
+    width 0) or the sparse exact route (rounds until ``gap_rel <= target_gap``; with
+    ``target_gap=0`` until certified optimal, width ~1e-11 relative: the integer-cost
+    resolution), whichever it predicts cheaper.
     Giving any of those knobs (or another option of :func:`minibatch_bounds` such as
     ``refine`` or ``block_solver``), or ``solver="minibatch"``, runs the mini-batch bounds
     (:func:`minibatch_bounds`; defaults ``config.BATCH_SIZE``, ``config.BUDGET``,
@@ -168,15 +209,16 @@ def ot_bounds(
     check_pair(Xt, Yt)
     Xt, Yt, s2 = scale_points(Xt, Yt)  # issue 13: extreme scales, exact power of two
     cost = SqEuclidean(Xt, Yt)
+    anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
+    check_anytime_knobs(target_gap, time_limit, progress)
     if solver == "auto":
-        small = cost.n * cost.m <= config.EXACT_MAX_ENTRIES
-        solver = "exact" if (small and not forced) else "minibatch"
+        solver = "minibatch" if forced else choose_route(cost.n, cost.m, int(Xt.shape[1]))
     if solver == "minibatch":
         knobs = dict(batch_size=batch_size, budget=budget, partition=partition, coupling=coupling)
         settings = solver_settings("minibatch", {**opts, **knobs, "seed": seed})
-        res = run_settings(cost, a, b, settings)
+        res = run_settings(cost, a, b, settings, anytime)
     else:
-        res = solve_ot(cost, a, b, solver=solver, **opts)
+        res = solve_ot(cost, a, b, solver=solver, **anytime, **opts)
     res = unscale_result(res, s2)
     return res.replace(
         params={**res.params, "solver": solver, "n": cost.n, "m": cost.m, "d": int(Xt.shape[1])}

@@ -157,7 +157,8 @@ def otdd_from_stats(
     for key, s in (("pseudo_labels_a", sa), ("pseudo_labels_b", sb)):
         if "pseudo_labels" in s.params:
             params[key] = s.params["pseudo_labels"]
-    applied = applied_options(solver, sa.n, sb.n, solver_options)  # "auto" ignores some
+    d_outer = sa.d * (2 if use_labels else 1)  # OTDDCost's partition coordinates
+    applied = applied_options(solver, sa.n, sb.n, solver_options, d_outer)  # "auto" ignores some
     if applied:
         params["solver_options"] = {
             k: v for k, v in applied.items() if isinstance(v, (int, float, str, bool, type(None)))

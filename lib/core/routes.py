@@ -1,0 +1,50 @@
+"""Which exact route is cheapest: a measured cost model (``solver="auto"``).
+
+* ``"exact"``: POT's dense network simplex (:func:`otaudit.core.solve.exact_ot`). Memory
+  ``EXACT_BYTES_PER_ENTRY * n * m`` (the float64 cost matrix, POT's plan and its internal
+  copies); time modelled as ``ROUTE_EXACT_C * (n m)^ROUTE_EXACT_P`` seconds.
+* ``"sparse"``: the sparse exact route (:mod:`otaudit.core.sparse`): a few rounds, each
+  dominated by one blockwise pricing pass over the ``n x m`` costs (float32 matmuls,
+  ``~ n m d`` flops, plus top-k selections ``~ n m``) plus the min-cost flow on
+  ``~ 2 k (n + m)`` edges; modelled as
+  ``ROUTE_SPARSE_C0 + ROUTE_SPARSE_C1 * n m (d + ROUTE_SPARSE_D0) + ROUTE_SPARSE_C2 * (n + m)``.
+  Memory: its edges, ``~ 64 * 2 k (n + m)`` bytes, and one cost block.
+* ``"minibatch"``: only when not even the sparse route's edges fit the budget.
+
+The constants live in :mod:`otaudit.config` and were fitted to the timings recorded in
+``benchmarks/RESULTS_generalize.md`` (2-core shared AMD EPYC, 1 thread).
+"""
+
+from __future__ import annotations
+
+from .. import config
+
+__all__ = ["choose_route", "predict_exact_seconds", "predict_sparse_seconds", "ROUTES"]
+
+ROUTES = ("exact", "sparse", "minibatch")
+
+
+def predict_exact_seconds(n: int, m: int) -> float:
+    """Predicted seconds of POT's dense network simplex on an ``n x m`` problem."""
+    return config.ROUTE_EXACT_C * float(n * m) ** config.ROUTE_EXACT_P
+
+
+def predict_sparse_seconds(n: int, m: int, d: int) -> float:
+    """Predicted seconds of the sparse exact route to certified optimality."""
+    return (
+        config.ROUTE_SPARSE_C0
+        + config.ROUTE_SPARSE_C1 * float(n * m) * (d + config.ROUTE_SPARSE_D0)
+        + config.ROUTE_SPARSE_C2 * float(n + m)
+    )
+
+
+def choose_route(n: int, m: int, d: int, memory_budget_bytes: int | None = None) -> str:
+    """``"exact"`` while the dense LP fits ``memory_budget_bytes`` (default
+    ``config.EXACT_MEMORY_BYTES``) and is predicted no slower than the sparse route, else
+    ``"sparse"`` while its edges fit, else ``"minibatch"``."""
+    budget = config.EXACT_MEMORY_BYTES if memory_budget_bytes is None else memory_budget_bytes
+    dense_fits = config.EXACT_BYTES_PER_ENTRY * n * m <= budget
+    if dense_fits and predict_exact_seconds(n, m) <= predict_sparse_seconds(n, m, d):
+        return "exact"
+    sparse_bytes = 64 * 2 * config.SPARSE_KNN * (n + m) + config.COST_BLOCK_BYTES
+    return "sparse" if sparse_bytes <= budget else "minibatch"
