@@ -396,67 +396,23 @@ def sinkhorn_online(
     dev = cost.device
     a = a.to(torch.float64).to(dev)
     b = b.to(torch.float64).to(dev)
-    la = (
-        a.clamp(min=1e-300)
-        .log()
-        .where(a > 0, torch.tensor(-math.inf, dtype=torch.float64, device=dev))
-    )
-    lb = (
-        b.clamp(min=1e-300)
-        .log()
-        .where(b > 0, torch.tensor(-math.inf, dtype=torch.float64, device=dev))
-    )
-    rows_x = chunk_size(m, budget_bytes)
-    rows_y = chunk_size(n, budget_bytes)
+    p = _online_problem(cost, a, b, reg, budget_bytes)
     f = torch.zeros(n, dtype=torch.float64, device=dev) if f0 is None else f0.clone()
     g = torch.zeros(m, dtype=torch.float64, device=dev) if g0 is None else g0.clone()
-
-    # a held cost (DenseCost, which fits the memory budget) is pre-scaled once per call:
-    # -C / reg and its transpose, so each update is one addition and one logsumexp along the
-    # contiguous dimension (about half the memory traffic of (g - C) / reg + log b; the
-    # iterates differ from the blockwise form by round-off only)
-    dense = isinstance(cost, DenseCost)
-    if dense:
-        Kr = cost.C / (-reg)
-        KrT = Kr.T.contiguous()
-
-    def update_f() -> None:
-        if dense:
-            f.copy_(-reg * torch.logsumexp(Kr + (g / reg + lb)[None, :], dim=1))
-            return
-        for I in row_chunks(n, rows_x):
-            C = cost.block(I, None)
-            f[I] = -reg * torch.logsumexp((g[None, :] - C) / reg + lb[None, :], dim=1)
-
-    def update_g() -> None:
-        if dense:
-            g.copy_(-reg * torch.logsumexp(KrT + (f / reg + la)[None, :], dim=1))
-            return
-        for J in row_chunks(m, rows_y):
-            C = cost.block(None, J)
-            g[J] = -reg * torch.logsumexp((f[:, None] - C) / reg + la[:, None], dim=0)
-
-    def update_g_and_err() -> float:
-        update_g()
-        # row-marginal violation after the g-update
-        r = torch.empty(n, dtype=torch.float64, device=dev)
-        for I in row_chunks(n, rows_x):
-            C = cost.block(I, None)
-            r[I] = ((f[I, None] + g[None, :] - C) / reg + la[I, None] + lb[None, :]).exp().sum(1)
-        return float((r - a).abs().sum())
-
     err = math.inf
     n_iter = 0
     check_every = 10
     while n_iter < max_iter:
-        update_f()
+        _update_f(p, f, g)
         n_iter += 1
         if n_iter % check_every == 0 or n_iter == max_iter:
-            err = update_g_and_err()
+            _update_g(p, f, g)
+            # row-marginal violation after the g-update
+            err = float((_row_sums(p, f, g) - a).abs().sum())
             if err <= tol:
                 break
         else:
-            update_g()
+            _update_g(p, f, g)
     converged = err <= tol
     if warn and not converged:
         warnings.warn(
@@ -470,30 +426,103 @@ def sinkhorn_online(
         raw_out["f"], raw_out["g"] = f.clone(), g.clone()
     if not certify:
         return math.nan, math.nan, f, g, n_iter, converged, time.perf_counter() - t0
-    # --- rounding, blockwise ---
-    g = g.where(b > 0, torch.zeros_like(g))
-    r = torch.empty(n, dtype=torch.float64, device=dev)
-    for I in row_chunks(n, rows_x):
-        C = cost.block(I, None)
-        r[I] = ((f[I, None] + g[None, :] - C) / reg + la[I, None] + lb[None, :]).exp().sum(1)
+    upper = _rounded_upper(p, a, b, f, g.where(b > 0, torch.zeros_like(g)))
+    g1 = c_transform(cost, f, side="x", budget_bytes=budget_bytes)
+    f1 = c_transform(cost, g1, side="y", budget_bytes=budget_bytes)
+    lower = certified_lower_of(cost, a, b, f1, g1, cost_max(cost))
+    return lower, upper, f1, g1, n_iter, converged, time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class _OnlineProblem:
+    """What the blockwise Sinkhorn updates of :func:`sinkhorn_online` read: the cost, the
+    float64 log-weights, the block sizes and, for a held cost, ``-C / reg`` and its
+    transpose."""
+
+    cost: GroundCost
+    la: torch.Tensor
+    lb: torch.Tensor
+    reg: float
+    rows_x: int
+    rows_y: int
+    Kr: torch.Tensor | None
+    KrT: torch.Tensor | None
+
+
+def _log_weights(w: torch.Tensor) -> torch.Tensor:
+    """``log w`` (float64), ``-inf`` where ``w = 0``."""
+    minus_inf = torch.tensor(-math.inf, dtype=torch.float64, device=w.device)
+    return w.clamp(min=1e-300).log().where(w > 0, minus_inf)
+
+
+def _online_problem(
+    cost: GroundCost, a: torch.Tensor, b: torch.Tensor, reg: float, budget_bytes: int | None
+) -> _OnlineProblem:
+    # a held cost (DenseCost, which fits the memory budget) is pre-scaled once per call:
+    # -C / reg and its transpose, so each update is one addition and one logsumexp along the
+    # contiguous dimension (about half the memory traffic of (g - C) / reg + log b; the
+    # iterates differ from the blockwise form by round-off only)
+    Kr = KrT = None
+    if isinstance(cost, DenseCost):
+        Kr = cost.C / (-reg)
+        KrT = Kr.T.contiguous()
+    rows_x, rows_y = chunk_size(cost.m, budget_bytes), chunk_size(cost.n, budget_bytes)
+    return _OnlineProblem(cost, _log_weights(a), _log_weights(b), reg, rows_x, rows_y, Kr, KrT)
+
+
+def _update_f(p: _OnlineProblem, f: torch.Tensor, g: torch.Tensor) -> None:
+    """The f-update of the log-domain Sinkhorn, in place."""
+    if p.Kr is not None:
+        f.copy_(-p.reg * torch.logsumexp(p.Kr + (g / p.reg + p.lb)[None, :], dim=1))
+        return
+    for I in row_chunks(p.cost.n, p.rows_x):
+        C = p.cost.block(I, None)
+        f[I] = -p.reg * torch.logsumexp((g[None, :] - C) / p.reg + p.lb[None, :], dim=1)
+
+
+def _update_g(p: _OnlineProblem, f: torch.Tensor, g: torch.Tensor) -> None:
+    """The g-update of the log-domain Sinkhorn, in place."""
+    if p.KrT is not None:
+        g.copy_(-p.reg * torch.logsumexp(p.KrT + (f / p.reg + p.la)[None, :], dim=1))
+        return
+    for J in row_chunks(p.cost.m, p.rows_y):
+        C = p.cost.block(None, J)
+        g[J] = -p.reg * torch.logsumexp((f[:, None] - C) / p.reg + p.la[:, None], dim=0)
+
+
+def _log_plan(p: _OnlineProblem, f: torch.Tensor, g: torch.Tensor, I, C: torch.Tensor):
+    """``log P`` on the rows ``I`` (cost block ``C``) of the plan of potentials ``f``, ``g``."""
+    return (f[I, None] + g[None, :] - C) / p.reg + p.la[I, None] + p.lb[None, :]
+
+
+def _row_sums(p: _OnlineProblem, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Row sums ``P 1`` of the plan of potentials ``f``, ``g`` (blockwise)."""
+    r = torch.empty(p.cost.n, dtype=torch.float64, device=f.device)
+    for I in row_chunks(p.cost.n, p.rows_x):
+        r[I] = _log_plan(p, f, g, I, p.cost.block(I, None)).exp().sum(1)
+    return r
+
+
+def _rounded_upper(
+    p: _OnlineProblem, a: torch.Tensor, b: torch.Tensor, f: torch.Tensor, g: torch.Tensor
+) -> float:
+    """Certified cost of the Altschuler-Weed-Rigollet rounding of the plan of ``f``, ``g``
+    (blockwise: row sums, column sums after row scaling, then
+    ``sum x_i y_j K_ij C_ij + err_r^T C err_c / ||err_r||_1``), inflated for round-off."""
+    cost, n, m, dev = p.cost, p.cost.n, p.cost.m, f.device
+    r = _row_sums(p, f, g)
     x = torch.where(r > 0, torch.clamp(a / r.clamp(min=1e-300), max=1.0), torch.zeros_like(r))
     c = torch.zeros(m, dtype=torch.float64, device=dev)
-    for I in row_chunks(n, rows_x):
+    for I in row_chunks(n, p.rows_x):
         C = cost.block(I, None)
-        c += (
-            x[I, None] * ((f[I, None] + g[None, :] - C) / reg + la[I, None] + lb[None, :]).exp()
-        ).sum(0)
+        c += (x[I, None] * _log_plan(p, f, g, I, C).exp()).sum(0)
     y = torch.where(c > 0, torch.clamp(b / c.clamp(min=1e-300), max=1.0), torch.zeros_like(c))
     rr = torch.zeros(n, dtype=torch.float64, device=dev)
     cc = torch.zeros(m, dtype=torch.float64, device=dev)
     upper = 0.0
-    for I in row_chunks(n, rows_x):
+    for I in row_chunks(n, p.rows_x):
         C = cost.block(I, None)
-        P = (
-            x[I, None]
-            * y[None, :]
-            * ((f[I, None] + g[None, :] - C) / reg + la[I, None] + lb[None, :]).exp()
-        )
+        P = x[I, None] * y[None, :] * _log_plan(p, f, g, I, C).exp()
         rr[I] = P.sum(1)
         cc += P.sum(0)
         upper += float((P * C).sum())
@@ -501,7 +530,7 @@ def sinkhorn_online(
     err_c = (b - cc).clamp(min=0.0)
     s = float(err_r.sum())
     if s > 0:
-        for I in row_chunks(n, rows_x):
+        for I in row_chunks(n, p.rows_x):
             C = cost.block(I, None)
             upper += float((err_r[I, None] * C * err_c[None, :]).sum()) / s
     # the upper bound was summed in float64 over n*m non-negative products per pass: inflate
@@ -510,11 +539,7 @@ def sinkhorn_online(
     rel = getattr(cost, "rel_error", None)
     rel = float(rel()) if callable(rel) else 0.0
     N = n * m + 8
-    upper = upper * (1.0 + N * _U64 / (1.0 - N * _U64)) * (1.0 + rel) * (1.0 + 4 * _U64)
-    g1 = c_transform(cost, f, side="x", budget_bytes=budget_bytes)
-    f1 = c_transform(cost, g1, side="y", budget_bytes=budget_bytes)
-    lower = certified_lower_of(cost, a, b, f1, g1, cost_max(cost))
-    return lower, upper, f1, g1, n_iter, converged, time.perf_counter() - t0
+    return upper * (1.0 + N * _U64 / (1.0 - N * _U64)) * (1.0 + rel) * (1.0 + 4 * _U64)
 
 
 # ----------------------------------------------------------------------------------------
