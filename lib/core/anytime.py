@@ -24,7 +24,7 @@ from .costs import GroundCost
 from .result import OTResult
 from .sparse import SparseOT
 
-__all__ = ["anytime_bounds", "check_anytime_knobs", "STARTS"]
+__all__ = ["anytime_bounds", "check_anytime_knobs", "sparse_ot", "STARTS"]
 
 STARTS = ("sparse", "minibatch")
 #: relative width at or below which an interval counts as closed (exact, certified optimal):
@@ -71,6 +71,21 @@ def _rel(lo: float, up: float) -> float:
     if not math.isfinite(up) or up <= 0:
         return math.inf
     return (up - lo) / up
+
+
+def _round_info(r: Any) -> dict[str, Any]:
+    """What ``extra["sparse_rounds"]`` records of one sparse round."""
+    keep = ("lower", "upper", "optimal", "n_edges", "n_violating", "seconds")
+    return {**{k: getattr(r, k) for k in keep}, **r.info}
+
+
+def _minibatch_only(mb: OTResult, history: list, target_gap: float, reached: bool) -> OTResult:
+    """The mini-batch result itself when no sparse round ran (its ``lower="none"`` and its
+    block solves' convergence stand); whether the target was met goes into ``extra``."""
+    return mb.replace(
+        params={**mb.params, "target_gap": target_gap},
+        extra={**mb.extra, "history": history, "target_gap": target_gap, "target_reached": reached},
+    )
 
 
 def anytime_bounds(
@@ -175,17 +190,7 @@ def anytime_bounds(
         r = sp.round()
         last = r.seconds
         n_solves += 1
-        rounds_info.append(
-            {
-                "lower": r.lower,
-                "upper": r.upper,
-                "optimal": r.optimal,
-                "n_edges": r.n_edges,
-                "n_violating": r.n_violating,
-                "seconds": r.seconds,
-                **r.info,
-            }
-        )
+        rounds_info.append(_round_info(r))
         record(r.lower, r.upper)
         if r.optimal:
             optimal = True
@@ -193,15 +198,7 @@ def anytime_bounds(
     if start == "minibatch" and sp is None:
         # no sparse round ran: the mini-batch result itself (its ``lower="none"`` and its
         # block solves' convergence stand); whether the target was met is in ``extra``
-        return mb.replace(
-            params={**mb.params, "target_gap": float(target_gap)},
-            extra={
-                **mb.extra,
-                "history": history,
-                "target_gap": float(target_gap),
-                "target_reached": bool(_rel(lo, up) <= target),
-            },
-        )
+        return _minibatch_only(mb, history, float(target_gap), _rel(lo, up) <= target)
     if sp is not None:
         methods.append("sparse")
     gap = _rel(lo, up)
@@ -232,4 +229,35 @@ def anytime_bounds(
         params=params,
         converged=bool(converged),
         extra=extra,
+    )
+
+
+def sparse_ot(
+    cost: GroundCost,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    *,
+    target_gap: float = 0.0,
+    time_limit: float | None = None,
+    max_rounds: int = config.SPARSE_MAX_ROUNDS,
+    progress: Callable[[int, float, float], None] | None = None,
+    f0: torch.Tensor | None = None,
+    k: int = config.SPARSE_KNN,
+    k_add: int = config.SPARSE_ADD_PER_COLUMN,
+) -> OTResult:
+    """The sparse exact route alone, run until optimal (``target_gap=0``), or until
+    ``gap_rel <= target_gap``, ``time_limit`` seconds or ``max_rounds`` rounds. See
+    :func:`otaudit.core.anytime.anytime_bounds` for the warm-started anytime driver."""
+    return anytime_bounds(
+        cost,
+        a,
+        b,
+        start="sparse",
+        target_gap=target_gap,
+        time_limit=time_limit,
+        max_rounds=max_rounds,
+        progress=progress,
+        f0=f0,
+        k=k,
+        k_add=k_add,
     )

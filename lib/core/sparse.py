@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +46,10 @@ from .. import config
 from ..errors import InputError, SolverError
 from .arrays import as_weights
 from .costs import GroundCost, SqEuclidean, c_transform, chunk_size, has_lower_block, row_chunks
-from .result import OTResult
 
 __all__ = [
     "SparseOT",
     "SparseRound",
-    "sparse_ot",
     "initial_potentials",
     "coarse_potentials",
     "integer_supplies",
@@ -644,36 +641,3 @@ class SparseOT:
                 "t_pricing": t_price,
             },
         )
-
-
-def sparse_ot(
-    cost: GroundCost,
-    a: torch.Tensor | None = None,
-    b: torch.Tensor | None = None,
-    *,
-    target_gap: float = 0.0,
-    time_limit: float | None = None,
-    max_rounds: int = config.SPARSE_MAX_ROUNDS,
-    progress: Callable[[int, float, float], None] | None = None,
-    f0: torch.Tensor | None = None,
-    k: int = config.SPARSE_KNN,
-    k_add: int = config.SPARSE_ADD_PER_COLUMN,
-) -> OTResult:
-    """The sparse exact route alone, run until optimal (``target_gap=0``), or until
-    ``gap_rel <= target_gap``, ``time_limit`` seconds or ``max_rounds`` rounds. See
-    :func:`otaudit.core.anytime.anytime_bounds` for the warm-started anytime driver."""
-    from .anytime import anytime_bounds
-
-    return anytime_bounds(
-        cost,
-        a,
-        b,
-        start="sparse",
-        target_gap=target_gap,
-        time_limit=time_limit,
-        max_rounds=max_rounds,
-        progress=progress,
-        f0=f0,
-        k=k,
-        k_add=k_add,
-    )
