@@ -4,17 +4,19 @@ summary: ``sqrt(value)`` per measure, one annotated N x N panel per measure."""
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..core.result import distance_of
+
 __all__ = ["distance", "distance_matrix", "measure_label", "measures_of", "render_heatmap"]
 
 
 def distance(value: float | None) -> float | None:
-    return None if value is None else math.sqrt(max(float(value), 0.0))
+    """:func:`otaudit.core.result.distance_of` of a report value (None stays None)."""
+    return None if value is None else distance_of(value)
 
 
 def distance_matrix(

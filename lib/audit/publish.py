@@ -8,11 +8,11 @@ Prefect artifacts (:func:`artifact_rows` is their table).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .heatmap import distance
 from .plan import AuditPlan
 from .report import (
     assess,
@@ -37,7 +37,7 @@ def artifact_rows(pair_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
                 "dataset_a": r["dataset_a"],
                 "dataset_b": r["dataset_b"],
                 "measure": r["measure"],
-                "distance": None if v is None else round(math.sqrt(max(v, 0.0)), 6),
+                "distance": None if v is None else round(distance(v), 6),
                 "value": v,
                 "lower": r["lower"],
                 "upper": r["upper"],

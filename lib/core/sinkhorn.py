@@ -49,6 +49,7 @@ __all__ = [
     "SinkhornState",
     "sinkhorn_log",
     "round_to_marginals",
+    "log_weights",
     "plan_from_potentials",
     "batched_bounds",
     "batched_plans",
@@ -258,8 +259,7 @@ def batched_plans(
     C64 = C.to(torch.float64)
     a = a.to(torch.float64)
     b = b.to(torch.float64)
-    log_a = torch.where(a > 0, a.clamp(min=1e-300).log(), torch.full_like(a, -math.inf))
-    log_b = torch.where(b > 0, b.clamp(min=1e-300).log(), torch.full_like(b, -math.inf))
+    log_a, log_b = log_weights(a), log_weights(b)
     Ci = C if iter_dtype is None else C.to(iter_dtype)
     st = sinkhorn_log(
         Ci,
@@ -449,7 +449,7 @@ class _OnlineProblem:
     KrT: torch.Tensor | None
 
 
-def _log_weights(w: torch.Tensor) -> torch.Tensor:
+def log_weights(w: torch.Tensor) -> torch.Tensor:
     """``log w`` (float64), ``-inf`` where ``w = 0``."""
     minus_inf = torch.tensor(-math.inf, dtype=torch.float64, device=w.device)
     return w.clamp(min=1e-300).log().where(w > 0, minus_inf)
@@ -467,7 +467,7 @@ def _online_problem(
         Kr = cost.C / (-reg)
         KrT = Kr.T.contiguous()
     rows_x, rows_y = chunk_size(cost.m, budget_bytes), chunk_size(cost.n, budget_bytes)
-    return _OnlineProblem(cost, _log_weights(a), _log_weights(b), reg, rows_x, rows_y, Kr, KrT)
+    return _OnlineProblem(cost, log_weights(a), log_weights(b), reg, rows_x, rows_y, Kr, KrT)
 
 
 def _update_f(p: _OnlineProblem, f: torch.Tensor, g: torch.Tensor) -> None:

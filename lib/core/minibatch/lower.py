@@ -20,6 +20,7 @@ from ..costs import (
 )
 from ..exact import emd
 from ..partition import kmeans
+from ..sinkhorn import log_weights
 
 
 # ----------------------------------------------------------------------------------------
@@ -225,8 +226,7 @@ def sinkhorn_dual_ascent(
     """
     f = f.to(torch.float64).clone()
     g = g.to(torch.float64).clone()
-    la = torch.where(a > 0, a.clamp(min=1e-300).log(), torch.full_like(a, -math.inf))
-    lb = torch.where(b > 0, b.clamp(min=1e-300).log(), torch.full_like(b, -math.inf))
+    la, lb = log_weights(a), log_weights(b)
     la32, lb32 = la.float(), lb.float()
     rows_x = chunk_size(cost.m, budget_bytes, itemsize=4)
     rows_y = chunk_size(cost.n, budget_bytes, itemsize=4)
