@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import config
-from ..data.parquet import table_bytes
+from ..data.parquet import dataset_table, table_bytes
 from ..errors import OTAuditError, StorageError, describe_error
 from .explain import (
     CLASS_COLUMNS,
@@ -76,15 +76,6 @@ def flow_tables(run_id: str, tables: dict[str, list[dict[str, Any]]]) -> dict[st
         table = pa.Table.from_pylist(tables.get(name, []), schema=pa.schema(head + cols))
         out[f"{name}.parquet"] = table_bytes(table)
     return out
-
-
-def _flowed_table(X: np.ndarray, y: Any) -> bytes:
-    """A's flowed points (``features`` fixed-size list) with A's labels as strings."""
-    X = np.ascontiguousarray(X)
-    cols = {"features": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])}
-    if y is not None:
-        cols["label"] = pa.array([str(v) for v in y])
-    return table_bytes(pa.table(cols))
 
 
 def explain_run(
@@ -162,7 +153,9 @@ def explain_run(
         plots.append(plot_name(a, b))
         images.append(f"![{a} → {b}](data:image/png;base64,{base64.b64encode(png).decode()})")
         if spec.export:
-            files[f"flowed_{a}__{b}.parquet"] = _flowed_table(np.asarray(r.X), ya)
+            ylab = None if ya is None else np.asarray([str(v) for v in ya])
+            flowed = dataset_table(f"flowed_{a}__{b}", np.asarray(r.X), ylab)
+            files[f"flowed_{a}__{b}.parquet"] = table_bytes(flowed)
         done.append([a, b])
     files.update(flow_tables(plan.run_id, tables))
     return {

@@ -14,7 +14,7 @@ from .. import config
 from ..errors import InputError
 from .storage import Store
 
-__all__ = ["table_bytes", "write_dataset_parquet"]
+__all__ = ["dataset_table", "table_bytes", "write_dataset_parquet"]
 
 
 def table_bytes(table: pa.Table, row_group_size: int | None = None) -> bytes:
@@ -24,21 +24,9 @@ def table_bytes(table: pa.Table, row_group_size: int | None = None) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def write_dataset_parquet(
-    store_uri: str,
-    name: str,
-    X: Any,
-    y: Any = None,
-    *,
-    storage_options: dict[str, Any] | None = None,
-    row_group_size: int | None = None,
-) -> str:
-    """Write ``X`` (``[n, d]``) and optional labels ``y`` as ``<store_uri>/<name>.parquet``.
-
-    Columns: ``features`` (fixed-size list of float32/float64) and ``label`` (when ``y`` is
-    given).  The write is atomic.  Returns the file's URI (use ``features: features`` and
-    ``label: label`` in the manifest).
-    """
+def dataset_table(name: str, X: Any, y: Any = None) -> pa.Table:
+    """``X`` (``[n, d]``) and optional labels ``y`` as a table with a ``features``
+    (fixed-size list of float32/float64) and a ``label`` column, as otaudit reads them."""
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0:
         raise InputError(
@@ -62,7 +50,25 @@ def write_dataset_parquet(
                 fix="pass one label per row",
             )
         cols["label"] = pa.array(y.tolist() if y.dtype == object else y)
-    table = pa.table(cols)
+    return pa.table(cols)
+
+
+def write_dataset_parquet(
+    store_uri: str,
+    name: str,
+    X: Any,
+    y: Any = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    row_group_size: int | None = None,
+) -> str:
+    """Write ``X`` (``[n, d]``) and optional labels ``y`` as ``<store_uri>/<name>.parquet``.
+
+    Columns: ``features`` (fixed-size list of float32/float64) and ``label`` (when ``y`` is
+    given).  The write is atomic.  Returns the file's URI (use ``features: features`` and
+    ``label: label`` in the manifest).
+    """
+    table = dataset_table(name, X, y)
     store = Store(store_uri, storage_options)
     data = table_bytes(table, row_group_size=row_group_size or config.SHARD_ROWS)
     store.write_bytes(data, f"{name}.parquet")
