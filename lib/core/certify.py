@@ -166,8 +166,10 @@ def unscale_result(res, s2: float):
     )
 
 
-def _gamma(k: int) -> float:
-    return k * U64 / (1.0 - k * U64)
+def gamma(k: int, u: float = U64) -> float:
+    """``gamma_k = k u / (1 - k u)``: the standard bound on ``k`` accumulated roundings
+    (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1)."""
+    return k * u / (1.0 - k * u)
 
 
 def certified_upper_support(cost, px, qy, mass, a, b, ub: float) -> float:
@@ -194,12 +196,12 @@ def certified_upper_support(cost, px, qy, mass, a, b, ub: float) -> float:
         val = val * (1.0 + rel_p) * (1.0 + 4 * U64)
     else:
         N = int(mass.numel())
-        val = ub * (1.0 + _gamma(2 * N + 8)) * (1.0 + rel) * (1.0 + 4 * U64)
+        val = ub * (1.0 + gamma(2 * N + 8)) * (1.0 + rel) * (1.0 + 4 * U64)
     n, m = int(a.numel()), int(b.numel())
     r = torch.zeros(n, dtype=torch.float64, device=mass.device).index_add_(0, px, mass)
     c = torch.zeros(m, dtype=torch.float64, device=mass.device).index_add_(0, qy, mass)
     e = float((r - a.to(torch.float64)).abs().sum() + (c - b.to(torch.float64)).abs().sum())
-    e += 2.0 * _gamma(int(mass.numel()) + 2) * float(mass.abs().sum())
+    e += 2.0 * gamma(int(mass.numel()) + 2) * float(mass.abs().sum())
     tol = 4.0 * (n + m) * U64 * max(float(a.sum()), float(b.sum()))
     if e > tol:
         cm = getattr(cost, "max_cost", None)

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from .. import config
+from .certify import U64, gamma
 
 __all__ = [
     "GroundCost",
@@ -36,16 +37,10 @@ __all__ = [
     "matmul_unit_roundoff",
 ]
 
-_U64 = 2.0**-53
-
 
 #: entries of the expansion below ``FIXUP_REL * (|x~|^2 + |y~|^2)`` (centred norms) are
 #: recomputed by direct differences (see :func:`sq_euclidean` and :func:`sq_euclidean_rel_error`)
 FIXUP_REL = 2.0**-14
-
-
-def _gamma(k: int, u: float = _U64) -> float:
-    return k * u / (1.0 - k * u)
 
 
 def sq_euclidean_rel_error(d: int) -> float:
@@ -64,10 +59,10 @@ def sq_euclidean_rel_error(d: int) -> float:
       ``2 |x - y| delta + delta^2``, relative ``<= 3 u / sqrt(tau') + (1.5 u)^2 / tau'``
       with ``tau' = tau - 2 gamma``.
     """
-    g = _gamma(d + 2)
+    g = gamma(d + 2)
     tau = FIXUP_REL - 2.0 * g
-    rho_exp = 2.0 * g / tau + 3.0 * _U64 / math.sqrt(tau) + (1.5 * _U64) ** 2 / tau
-    return max(rho_exp, _gamma(d + 1)) * (1.0 + 2.0**-20)
+    rho_exp = 2.0 * g / tau + 3.0 * U64 / math.sqrt(tau) + (1.5 * U64) ** 2 / tau
+    return max(rho_exp, gamma(d + 1)) * (1.0 + 2.0**-20)
 
 
 def sq_euclidean(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -178,7 +173,7 @@ class _Centred32:
             Zc = Z - mu
             Z32 = Zc.to(torch.float32)
             z64 = Z32.to(torch.float64)
-            e = ((Zc - z64).norm(dim=1) * tight + _U64 * (Z.norm(dim=1) + nmu) * tight).max()
+            e = ((Zc - z64).norm(dim=1) * tight + U64 * (Z.norm(dim=1) + nmu) * tight).max()
             nz = (z64 * z64).sum(1)  # ||z~||^2, float64 (error <= d u64 relative)
             return (
                 Z32,
@@ -234,7 +229,7 @@ class SqEuclidean:
         eta`` absolute, which :meth:`abs_error` states)."""
         d = int(self.X.shape[1])
         C = ((self.X[I].to(torch.float64) - self.Y[J].to(torch.float64)) ** 2).sum(1)
-        return C, _gamma(d + 1) * (1.0 + 2.0**-20)
+        return C, gamma(d + 1) * (1.0 + 2.0**-20)
 
     def rel_error(self) -> float:
         """Relative error bound of :meth:`block` entries (:func:`sq_euclidean_rel_error`)."""
@@ -252,9 +247,9 @@ class SqEuclidean:
         if self._rmax is None:  # uncentred radius, for blocks :func:`sq_euclidean` kept so
             rx = float(self.X.to(torch.float64).norm(dim=1).max()) if self.n else 0.0
             ry = float(self.Y.to(torch.float64).norm(dim=1).max()) if self.m else 0.0
-            self._rmax = ((rx + ry) * (1.0 + (d + 4) * _U64)) ** 2
+            self._rmax = ((rx + ry) * (1.0 + (d + 4) * U64)) ** 2
         big = max(self.max_cost(), self._rmax)
-        return (2.0 * _gamma(d + 2) + 4.0 * _U64) * big * (1 + 2.0**-20) + self.abs_error()
+        return (2.0 * gamma(d + 2) + 4.0 * U64) * big * (1 + 2.0**-20) + self.abs_error()
 
     def abs_error(self) -> float:
         """Absolute error floor of :meth:`block` entries (subnormal underflow)."""
@@ -273,7 +268,7 @@ class SqEuclidean:
                 mu = 0.5 * (X.mean(0) + Y.mean(0))
                 r = float((X - mu).norm(dim=1).max()) + float((Y - mu).norm(dim=1).max())
                 d = int(X.shape[1])
-                self._cmax = (r * (1.0 + (d + 4) * _U64)) ** 2 * (1.0 + 4 * _U64)
+                self._cmax = (r * (1.0 + (d + 4) * U64)) ** 2 * (1.0 + 4 * U64)
         return self._cmax
 
     def lower_block(
@@ -333,10 +328,10 @@ class SqEuclidean:
         s = 2.0 ** round(0.5 * math.log2(H))  # power of two: scaling by s is exact
         hx32 = (hx / s).to(torch.float32)
         hy32 = (hy / s).to(torch.float32)
-        dx = float((hx - hx32.to(torch.float64) * s).abs().max()) + (c.d + 3) * _U64 * float(
+        dx = float((hx - hx32.to(torch.float64) * s).abs().max()) + (c.d + 3) * U64 * float(
             (nx + p.abs()).max() + abs(t)
         )
-        dy = float((hy - hy32.to(torch.float64) * s).abs().max()) + (c.d + 3) * _U64 * float(
+        dy = float((hy - hy32.to(torch.float64) * s).abs().max()) + (c.d + 3) * U64 * float(
             (ny + q.abs()).max() + abs(t)
         )
         ones_x = torch.full((X32.shape[0], 1), s, dtype=torch.float32, device=dev)
@@ -352,7 +347,7 @@ class SqEuclidean:
         # float32 underflow: each of the k products and k additions may lose up to the
         # smallest subnormal 2^-149 (absolute), beyond the relative model above
         under = 2.0 * (k + 2) * 2.0**-149
-        margin = 2.0 * (gamma * na * nb + dx + dy + c.E + under) + 4 * _U64 * float(H) * 2
+        margin = 2.0 * (gamma * na * nb + dx + dy + c.E + under) + 4 * U64 * float(H) * 2
         # no overflow is possible here: |x~| <= 2^40 and H <= 2^100 bound every product by
         # 2^100 and every sum of k of them far below the float32 maximum 2^128
         if not math.isfinite(margin):
@@ -375,7 +370,7 @@ class SqEuclidean:
         cm = self.max_cost()
         pm = float(p.abs().max()) if p.numel() else 0.0
         qm = float(q.abs().max()) if q.numel() else 0.0
-        margin = (self.max_abs_error() + 3 * _U64 * (cm + pm + qm)) * (1 + 2.0**-20)
+        margin = (self.max_abs_error() + 3 * U64 * (cm + pm + qm)) * (1 + 2.0**-20)
         return (B.T.contiguous() if transposed else B), margin
 
 

@@ -35,11 +35,10 @@ import torch
 from .. import config
 from ..errors import ConvergenceWarning, InputError
 from .arrays import as_weights
-from .certify import certified_lower_of, cost_max
+from .certify import U64, certified_lower_of, cost_max, gamma
 from .costs import DenseCost, GroundCost, chunk_size, row_chunks
 from .result import OTResult
 
-_U64 = 2.0**-53
 #: iterations per certified chunk of the final Sinkhorn stage (see :func:`sinkhorn_bounds`)
 SINKHORN_CHUNK = 100
 #: a chunk that shrinks the certified gap by less than this fraction stops the final stage
@@ -539,7 +538,7 @@ def _rounded_upper(
     rel = getattr(cost, "rel_error", None)
     rel = float(rel()) if callable(rel) else 0.0
     N = n * m + 8
-    return upper * (1.0 + N * _U64 / (1.0 - N * _U64)) * (1.0 + rel) * (1.0 + 4 * _U64)
+    return upper * (1.0 + gamma(N)) * (1.0 + rel) * (1.0 + 4 * U64)
 
 
 # ----------------------------------------------------------------------------------------

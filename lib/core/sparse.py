@@ -45,6 +45,7 @@ import torch
 from .. import config
 from ..errors import InputError, SolverError
 from .arrays import as_weights
+from .certify import U64
 from .costs import GroundCost, SqEuclidean, c_transform, chunk_size, has_lower_block, row_chunks
 
 __all__ = [
@@ -54,8 +55,6 @@ __all__ = [
     "coarse_potentials",
     "integer_supplies",
 ]
-
-_U64 = 2.0**-53
 
 
 # ----------------------------------------------------------------------------------------
@@ -513,16 +512,14 @@ class SparseOT:
         cost = self.cost
         val = float((f * self.a).sum() + (g * self.b).sum())
         allowance = (
-            (cost.n + cost.m + 4)
-            * _U64
-            * float((f.abs() * self.a).sum() + (g.abs() * self.b).sum())
+            (cost.n + cost.m + 4) * U64 * float((f.abs() * self.a).sum() + (g.abs() * self.b).sum())
         )
         if isinstance(cost, SqEuclidean):
             d = cost.X.shape[1]
             r2 = float((cost.X.to(torch.float64) ** 2).sum(1).max()) + float(
                 (cost.Y.to(torch.float64) ** 2).sum(1).max()
             )
-            allowance += 4 * (d + 4) * _U64 * r2
+            allowance += 4 * (d + 4) * U64 * r2
         return max(val - allowance, 0.0) if math.isfinite(val) else 0.0
 
     # -- plan repair for rounded supplies --
@@ -587,7 +584,7 @@ class SparseOT:
             cp = edge_costs(cost, Ip, Jp)
         self.plan = (Ip, Jp, P)
         terms = P * cp
-        upper = float(terms.sum()) * (1.0 + (len(terms) + 4) * _U64)
+        upper = float(terms.sum()) * (1.0 + (len(terms) + 4) * U64)
         # --- duals: exact integer potentials of the restricted problem ---
         t_dual = time.perf_counter()
         d0 = None
