@@ -185,10 +185,12 @@ def small_audit(tmp_path_factory):
     return manifest
 
 
-def _cli_env(tmp_path: Path) -> dict[str, str]:
-    """No Prefect server configured (the embedded default), its own PREFECT_HOME."""
+def _cli_env(small_audit: Path) -> dict[str, str]:
+    """No Prefect server configured (the embedded default); one PREFECT_HOME for this
+    module's runs (its database is migrated once, by the first run)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "OTAUDIT_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), OTAUDIT_CACHE="false", COLUMNS="100")
+    home = small_audit.parent / "prefect"
+    env.update(PREFECT_HOME=str(home), OTAUDIT_CACHE="false", COLUMNS="100")
     return env
 
 
@@ -226,7 +228,7 @@ def test_terminal_run_starts_one_server_and_leaves_nothing(small_audit, tmp_path
     master, slave = pty.openpty()
     cmd = [*EXE, "audit", str(small_audit)]
     p = subprocess.Popen(
-        cmd, stdin=slave, stdout=slave, stderr=slave, env=_cli_env(tmp_path), close_fds=True
+        cmd, stdin=slave, stdout=slave, stderr=slave, env=_cli_env(small_audit), close_fds=True
     )
     os.close(slave)
     proc = psutil.Process(p.pid)
@@ -273,7 +275,7 @@ def _start_and_wait(small_audit: Path, tmp_path: Path, settle_s: float):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_cli_env(tmp_path),
+        env=_cli_env(small_audit),
         start_new_session=True,
     )
     proc = psutil.Process(p.pid)
