@@ -182,6 +182,13 @@ def small_audit(tmp_path_factory):
     lines.append("measures:\n  otdd: {inner: exact}\npairs: all\n")
     manifest = root / "m.yaml"
     manifest.write_text("\n".join(lines))
+    # migrate the module's Prefect database once, outside the server's start timeout (on a
+    # loaded 2-core machine a fresh database plus the server's start can exceed it)
+    prefect = Path(sys.executable).with_name("prefect")
+    subprocess.run(
+        [str(prefect), "server", "database", "upgrade", "-y"],
+        env=_cli_env(manifest), capture_output=True, timeout=600, check=True,
+    )  # fmt: skip
     return manifest
 
 
