@@ -135,6 +135,12 @@ def test_temporary_server_has_own_group_and_dies_with_kill_9(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    # migrate first: on a loaded machine a fresh database can miss the server's start timeout
+    prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
+    subprocess.run(
+        [prefect, "server", "database", "upgrade", "-y"],
+        env=env, capture_output=True, timeout=600, check=True,
+    )  # fmt: skip
     parent = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
     )
