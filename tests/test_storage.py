@@ -271,14 +271,15 @@ def test_missing_backend_names_its_extra(monkeypatch, uri, package, extra):
     """Without the fsspec backend installed (its import made to fail, and fsspec's registry
     of already imported classes emptied for the scheme), the one-line error names the
     right extra: `otaudit[s3]` was advised for every scheme before."""
+    import importlib
     import sys
 
-    import fsspec.registry
+    registry = importlib.import_module("fsspec.registry")._registry  # imported classes
 
     scheme = uri.split("://")[0]
     monkeypatch.setitem(sys.modules, package, None)  # `import package` raises ImportError
     for proto in (scheme, "gcs", "gs", "az", "abfs", "abfss", "s3", "s3a"):
-        monkeypatch.delitem(fsspec.registry._registry, proto, raising=False)
+        monkeypatch.delitem(registry, proto, raising=False)
     with pytest.raises(StorageError) as e:
         Store(uri, {})
     msg = str(e.value)
