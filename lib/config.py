@@ -293,6 +293,10 @@ TASK_RETRY_DELAY_S: float = 1.0
 DEFAULT_CRON: str = "0 2 * * *"
 #: Seconds to wait for a temporary local Prefect server to answer.
 PREFECT_SERVER_START_TIMEOUT_S: int = 120
+#: CLI: seconds an interrupted audit (SIGINT/SIGTERM) may take to cancel its flow run and
+#: stop its Dask cluster and Prefect server in order, before its child processes are killed
+#: (the whole exit stays under 10 s).
+INTERRUPT_GRACE_S: float = 5.0
 
 # --- CLI demo ---------------------------------------------------------------------------
 #: ``otaudit demo``: random seed and additive noise (digits pixels are 0..16).
@@ -314,6 +318,7 @@ PIPELINE: tuple[str, ...] = (
     "TASK_RETRY_DELAY_S",
     "DEFAULT_CRON",
     "PREFECT_SERVER_START_TIMEOUT_S",
+    "INTERRUPT_GRACE_S",
     "DEMO_SEED",
     "DEMO_NOISE_STD",
     "DEMO_OTDD_THRESHOLD",
