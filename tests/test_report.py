@@ -270,7 +270,7 @@ def test_reads_a_v1_report_and_derives_its_certificates(tmp_path):
     """A schema-1 report (one ``certified`` flag per row, no ``device``) reads with both
     certificate columns equal to ``certified``, ``kind`` derived, ``device`` null."""
     pairs, ds = _rows("r1")
-    v2_only = {"lower_certified", "upper_certified", "kind"}
+    v2_only = {"lower_certified", "upper_certified", "kind", *report.DISTANCE_COLUMNS}
     v1_pairs = pa.table(
         {c: [r[c] for r in pairs] for c in report.PAIRS_SCHEMA.names if c not in v2_only}
     )

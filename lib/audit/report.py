@@ -60,6 +60,7 @@ from .summary import (
     render_summary,
 )
 from .tables import (
+    DISTANCE_COLUMNS,
     DATASETS_CONTRACT,
     DATASETS_SCHEMA,
     PAIRS_CONTRACT,
@@ -76,6 +77,7 @@ from .tables import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "DISTANCE_COLUMNS",
     "PAIRS_SCHEMA",
     "DATASETS_SCHEMA",
     "PAIRS_CONTRACT",
@@ -100,6 +102,7 @@ __all__ = [
     "write_report",
     "read_report",
     "verify_run",
+    "read_run",
     "latest_run",
 ]
 
@@ -356,6 +359,17 @@ def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> R
                 "prefix <output>/<name> that holds a finished run"
             )
         store = store.child(run)
+    return read_run(store)
+
+
+def read_run(store: Any) -> Report:
+    """Read the complete run at ``store`` (a :class:`~otaudit.data.storage.Store` of a
+    ``run=<id>`` prefix), verified against its ``_SUCCESS`` (:func:`verify_run`)."""
+    if not store.exists(SUCCESS):
+        raise StorageError(
+            f"no complete otaudit report at {store.uri!r} (no {SUCCESS} marker); fix: pass a "
+            "finished run"
+        )
     verify_run(store)
     pairs_raw = pq.read_table(pa.BufferReader(store.read_bytes("pairs.parquet")))
     ds_raw = pq.read_table(pa.BufferReader(store.read_bytes("datasets.parquet")))
