@@ -60,9 +60,9 @@ from .summary import (
     render_summary,
 )
 from .tables import (
-    DISTANCE_COLUMNS,
     DATASETS_CONTRACT,
     DATASETS_SCHEMA,
+    DISTANCE_COLUMNS,
     PAIRS_CONTRACT,
     PAIRS_SCHEMA,
     SCHEMA_VERSION,
