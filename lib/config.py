@@ -269,9 +269,18 @@ DATA: tuple[str, ...] = ("SHARD_ROWS", "EMBED_ROWS_PER_BATCH", "EMBEDDER_VERSION
 # ======================================================================================
 
 # --- report -----------------------------------------------------------------------------
-#: Version of the report schema written in the Parquet file metadata (2: ``datasets.parquet``
-#: has a ``device`` column and ``pairs.parquet`` per-bound certificates; 1 is still read).
-REPORT_SCHEMA_VERSION: int = 2
+#: Version of the report schema written in the Parquet file metadata (3: ``pairs.parquet``
+#: has ``distance``/``distance_lower``/``distance_upper``; 2: ``datasets.parquet`` has a
+#: ``device`` column and ``pairs.parquet`` per-bound certificates; 0-2 are still read).
+REPORT_SCHEMA_VERSION: int = 3
+#: Significant digits of every number the summary, report.html and artifact tables display.
+DISPLAY_DIGITS: int = 4
+#: Folder below ``<output>/<name>/`` of the hive-partitioned history of all complete runs
+#: (``history/run=<id>/pairs.parquet``; one new file per run, never rewritten).
+HISTORY_DIR: str = "history"
+#: Prefect event emitted when a run drifted from the previous complete run (or from a
+#: threshold); its resource is ``otaudit.audit.<name>``.
+DRIFT_EVENT: str = "otaudit.drift"
 #: Summary: a pair is a near-duplicate when its distance is below this fraction of the
 #: median distance of the audit (per measure).
 NEAR_DUPLICATE_FRACTION: float = 0.25
@@ -309,6 +318,9 @@ DEMO_OTDD_THRESHOLD: float = 45.0
 
 PIPELINE: tuple[str, ...] = (
     "REPORT_SCHEMA_VERSION",
+    "DISPLAY_DIGITS",
+    "HISTORY_DIR",
+    "DRIFT_EVENT",
     "NEAR_DUPLICATE_FRACTION",
     "SUMMARY_NEIGHBOURS",
     "SCREEN_ORDER",

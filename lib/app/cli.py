@@ -447,8 +447,11 @@ def report(
     storage_options: str | None = typer.Option(
         None, "--storage-options", help="fsspec options as JSON, e.g. '{\"anon\": true}'."
     ),
+    compare: str | None = typer.Option(
+        None, "--compare", help="Run id of the same audit to compare with (prints the changes)."
+    ),
 ) -> None:
-    """Print the summary of a written report."""
+    """Print the summary of a written report (with --compare RUN_ID: what changed)."""
     from otaudit.audit.report import read_report
     from otaudit.errors import OTAuditError
 
@@ -458,6 +461,14 @@ def report(
         raise _fail(
             f"--storage-options is not valid JSON: {e.msg}; fix: pass a JSON object"
         ) from None
+    if compare is not None:
+        from otaudit.audit.history import compare_runs
+
+        try:
+            typer.echo(compare_runs(uri, compare, so))
+        except OTAuditError as e:
+            raise _fail(str(e)) from None
+        return
     try:
         rep = read_report(uri, so)
     except OTAuditError as e:

@@ -27,6 +27,7 @@ listings) — what the readers need, so that no other module touches ``store.fs`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -193,6 +194,20 @@ def _check_parts(parts: tuple[str, ...]) -> list[str]:
     return segs
 
 
+def _fsync_dir(path: str) -> None:
+    """fsync a local directory (its entries: renames/creations) where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
 class _AtomicFile:
     """A write-only file that becomes visible at its final key only on successful close."""
 
@@ -219,8 +234,13 @@ class _AtomicFile:
         uri = self._store._uri_of(self._final)
         try:
             with storage_errors(uri, "write", self._store.protocol):
+                if self._store.is_local:  # durable before it becomes visible
+                    self._f.flush()
+                    os.fsync(self._f.fileno())
                 self._f.close()
                 self._store.fs.mv(self._tmp, self._final)
+                if self._store.is_local:
+                    _fsync_dir(self._final.rpartition("/")[0])
         except BaseException:
             self._store._discard(self._tmp)
             raise
@@ -460,8 +480,10 @@ class Store:
         """Publish a set of files under ``parts`` atomically; returns the prefix URI.
 
         Files are staged under a temporary sibling prefix, moved in place, then
-        ``_SUCCESS`` (a small JSON manifest of the files) is written last.  On failure the
-        staged and moved files are removed and no ``_SUCCESS`` exists.
+        ``_SUCCESS`` (a JSON manifest: ``{"files": {name: {"size", "sha256"}},
+        "published_at"}``) is written last, so a reader can prove every file complete.  On a
+        local filesystem every file and directory is fsync'd before the marker.  On failure
+        the staged and moved files are removed and no ``_SUCCESS`` exists.
         """
         files = dict(local_or_staged_files)
         if not files:
@@ -495,14 +517,26 @@ class Store:
                         self.fs.makedirs(key.rpartition("/")[0], exist_ok=True)
                     with self.fs.open(key, "wb") as f:
                         f.write(bytes(data))
+                        if self.is_local:
+                            f.flush()
+                            os.fsync(f.fileno())
                 for name in files:
                     dst = f"{final}/{name}"
                     if self.is_local:
                         self.fs.makedirs(dst.rpartition("/")[0], exist_ok=True)
                     self.fs.mv(f"{staging}/{name}", dst)
                     moved.append(dst)
+                if self.is_local:  # the moves are durable before the marker exists
+                    for d in sorted({k.rpartition("/")[0] for k in moved}):
+                        _fsync_dir(d)
             marker = json.dumps(
-                {"files": {n: len(d) for n, d in files.items()}, "published_at": time.time()},
+                {
+                    "files": {
+                        n: {"size": len(d), "sha256": hashlib.sha256(bytes(d)).hexdigest()}
+                        for n, d in files.items()
+                    },
+                    "published_at": time.time(),
+                },
                 sort_keys=True,
             ).encode()
             self.write_bytes(marker, *parts, SUCCESS)
