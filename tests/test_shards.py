@@ -235,3 +235,64 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
     }
     assert all(s["status"] == "ok" for s in steps.values()), steps
     assert time.perf_counter() - t0 < 1500  # 6 steps x 180 s per-step limit + start-up
+
+
+# --- the audit's preparation -----------------------------------------------------------
+
+
+def _plan(tmp_path: Path, out: str):
+    from otaudit.audit.plan import load_plan
+
+    rng = np.random.default_rng(7)
+    data = tmp_path / "data"
+    uris = [
+        write_dataset_parquet(
+            str(data), n, rng.normal(size=(240, 3)), rng.integers(0, 3, 240), row_group_size=60
+        )
+        for n in ("a", "b")
+    ]
+    manifest = tmp_path / f"{out}.yaml"
+    manifest.write_text(
+        f"name: sh\noutput: {tmp_path / out}\ndatasets:\n"
+        + "".join(
+            f"  - {{name: {n}, uri: '{u}', label: label}}\n"
+            for n, u in zip("ab", uris, strict=True)
+        )
+        + "measures:\n  otdd: {inner: gaussian}\n"
+    )
+    return load_plan(str(manifest), None, "r1", 1)
+
+
+def test_prepare_with_executor_equals_serial_and_stores_merged_moments(tmp_path):
+    """prepare_dataset with a real concurrent.futures executor == without (same cache
+    keys, same statistics bytes, same OTDD to the bit); the statistics entry holds the
+    moments merged from the 4 shards, equal to DatasetStats' (1e-12 relative, as above)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from otaudit.audit.prepare import prepare_dataset
+    from otaudit.dataset_distance import DatasetStats, otdd_from_stats
+
+    p_ser, p_par = _plan(tmp_path, "ser"), _plan(tmp_path, "par")
+    seen: list[tuple[int, int]] = []
+    ser = [prepare_dataset(s, p_ser) for s in p_ser.manifest.datasets]
+    with ThreadPoolExecutor(2) as ex:
+        par = [
+            prepare_dataset(s, p_par, executor=ex, progress=lambda d, t: seen.append((d, t)))
+            for s in p_par.manifest.datasets
+        ]
+    assert seen[-1] == (4, 4) and len(seen) == 8
+    stats = {}
+    for name, plan, refs in (("ser", p_ser, ser), ("par", p_par, par)):
+        arrs = [plan.cache().get_arrays("stats", r.stats_key) for r in refs]
+        stats[name] = [DatasetStats.from_arrays(a) for a in arrs]
+        for a, st in zip(arrs, stats[name], strict=True):
+            assert np.array_equal(a["moment_counts"], st.counts)
+            assert np.allclose(a["moment_means"], st.means.numpy(), rtol=1e-12, atol=1e-12)
+            covs = a["moment_comoments"] / (a["moment_counts"][:, None, None] - 1)
+            assert np.allclose(covs, st.covs.numpy(), rtol=1e-12, atol=1e-12)
+    assert [r.stats_key for r in ser] == [r.stats_key for r in par]
+    for s, q in zip(stats["ser"], stats["par"], strict=True):
+        assert s.features.numpy().tobytes() == q.features.numpy().tobytes()
+    v_ser = otdd_from_stats(*stats["ser"])
+    v_par = otdd_from_stats(*stats["par"])
+    assert (v_ser.lower, v_ser.upper) == (v_par.lower, v_par.upper)
