@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..data.secrets import redact_uri
 from .heatmap import distance
 from .plan import AuditPlan
 from .report import (
@@ -90,7 +91,7 @@ def publish(
     uri = write_report(plan.store(), m.name, plan.run_id, files)
     a = assess(pair_rows, dataset_rows, m.thresholds)
     return {
-        "uri": uri,
+        "uri": redact_uri(uri),
         "run_id": plan.run_id,
         "status": a.status,
         "exit_code": a.exit_code,

@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from .. import config
+from ..core.settings import SOLVERS
 from ..errors import InputError
 from .embedder_spec import EMBEDDER_KINDS, EmbedderSpec
 from .secrets import is_protocol_keyed, protocol_of, redact, scoped_options
@@ -212,9 +213,14 @@ class MeasuresSpec(_Model):
         if v is None:
             return v
         solver = v.get("solver", "auto")
-        check_solver_options({"solver": solver}, "auto", "measures.w2")
+        if solver not in SOLVERS:
+            raise _err(
+                f"unknown value {solver!r}",
+                f"use one of {', '.join(SOLVERS)}",
+                field="measures.w2.solver",
+            )
         rest = {k: x for k, x in v.items() if k != "solver"}
-        check_solver_options(rest, solver, "measures.w2")
+        check_solver_options(rest, solver, "measures.w2", extra={"solver": "str"})
         return v
 
     @model_validator(mode="after")

@@ -11,7 +11,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["redact", "redact_uri", "MASK", "is_secret_key", "protocol_of", "scoped_options", "is_protocol_keyed"]
+__all__ = [
+    "redact",
+    "redact_uri",
+    "MASK",
+    "is_secret_key",
+    "protocol_of",
+    "scoped_options",
+    "is_protocol_keyed",
+]
 
 #: Mapping keys whose values are masked (``storage_options`` keys of fsspec backends).
 SECRET_KEY_RE = re.compile(
@@ -20,7 +28,7 @@ SECRET_KEY_RE = re.compile(
     re.IGNORECASE,
 )
 #: ``scheme://user:password@host`` — the userinfo part of a URI.
-URI_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]+)@")
+URI_USERINFO_RE = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)([^/@\s'\"]+)@")
 MASK = "***"
 #: Query-string parameters that carry credentials (pre-signed S3 URLs, Azure SAS tokens,
 #: GCS signed URLs, OAuth codes); their values are masked by :func:`redact_uri`.

@@ -196,7 +196,11 @@ def size_limit(name: str) -> int:
     """The largest value allowed for the whole-number option ``name``."""
     from .. import config
 
-    return _SEED_MAX if name == "seed" else int(getattr(config, _INT_LIMIT.get(name, "MANIFEST_MAX_ITER")))
+    return (
+        _SEED_MAX
+        if name == "seed"
+        else int(getattr(config, _INT_LIMIT.get(name, "MANIFEST_MAX_ITER")))
+    )
 
 
 def check_whole(name: str, v: Any, *, low: int = 1, nullable: bool = False) -> Any:
@@ -230,7 +234,8 @@ def check_number(name: str, v: Any, *, low: float | None = 0.0, nullable: bool =
         bound = f" >= {low:g}" if low is not None else ""
         raise _err(
             f"{name} must be a finite number{bound}, got {v!r}",
-            f"give a finite number{bound}" + (" (or null)" if nullable else "")
+            f"give a finite number{bound}"
+            + (" (or null)" if nullable else "")
             + (" without quotes" if isinstance(v, str) else ""),
         )
     return float(v) if isinstance(v, float) else v
@@ -257,7 +262,7 @@ def check_solver_options(
             if solver != "auto" and key in option_types("auto"):
                 raise _err(
                     f"option {key!r} does not apply to solver {solver!r}",
-                    f"drop it or choose the solver that takes it",
+                    "drop it or choose the solver that takes it",
                     field=f"{where}.{key}",
                 )
             raise _err(
@@ -272,9 +277,7 @@ def check_solver_options(
                 out[key] = check_inner_options(v, f"{where}.{key}")
             elif key in choices:
                 if v not in choices[key]:
-                    raise _err(
-                        f"unknown value {v!r}", f"use one of {', '.join(choices[key])}"
-                    )
+                    raise _err(f"unknown value {v!r}", f"use one of {', '.join(choices[key])}")
                 out[key] = v
             elif typ.startswith("int"):
                 low = 0 if key in ("seed", "refine") else 1
@@ -289,7 +292,9 @@ def check_solver_options(
             ctx = getattr(e, "context", None) or {}
             if "problem" not in ctx:
                 raise
-            raise _err(ctx["problem"], ctx["fix"], field=f"{where}.{key}") from None
+            inner = str(ctx.get("field") or "")
+            field = inner if inner.startswith(f"{where}.{key}.") else f"{where}.{key}"
+            raise _err(ctx["problem"], ctx["fix"], field=field) from None
     return out
 
 
