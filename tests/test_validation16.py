@@ -145,6 +145,7 @@ def test_billion_laughs_fails_fast_in_small_memory(tmp_path):
         load_manifest(many)
 
 
+@pytest.mark.slow  # the CLI's import time (torch; issue 17.2) on a shared machine
 def test_typo_through_the_real_cli_is_one_line_on_stderr_before_any_server(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -227,6 +228,7 @@ def test_preflight_declared_embedder_dims(lake):
         check_preflight(m2)
 
 
+@pytest.mark.slow  # the CLI's import time (torch; issue 17.2) on a shared machine
 def test_cli_digits_with_iris_exits_1_with_the_reason_before_embedding(lake):
     p = _manifest(lake, _ds("digits", "digits.parquet") + _ds("iris", "iris.parquet"))
     r = subprocess.run([*CLI, "audit", str(p)], capture_output=True, text=True, timeout=300)
@@ -260,6 +262,7 @@ def test_redact_uri_masks_query_credentials(uri):
     assert redact_uri(f"dataset 'x', field 'uri': storage {uri!r} not found").count(SECRET) == 0
 
 
+@pytest.mark.slow  # the CLI's import time (torch; issue 17.2) on a shared machine
 def test_presigned_uri_never_reaches_errors_stderr_or_report_rows(tmp_path):
     from otaudit.audit.prepare import DatasetFailure, failed_dataset_row
     from otaudit.audit.report import failed_pair_row
