@@ -262,7 +262,38 @@ EMBEDDER_VERSION: int = 1
 #: Version of the cached-array layout; part of every cache key.
 CACHE_VERSION: int = 1
 
-DATA: tuple[str, ...] = ("SHARD_ROWS", "EMBED_ROWS_PER_BATCH", "EMBEDDER_VERSION", "CACHE_VERSION")
+# --- manifest limits (issue 16: validated before any dataset is read) -------------------
+#: Largest sizes a manifest may ask for; anything above is a one-line InputError naming the
+#: limit (a ``sliced: {n_projections: 1e9}`` would otherwise exhaust memory in every block).
+MANIFEST_MAX_BATCH_SIZE: int = 65_536
+MANIFEST_MAX_BUDGET: int = 10_000_000
+MANIFEST_MAX_ITER: int = 100_000_000
+MANIFEST_MAX_ROUNDS: int = 1_000
+MANIFEST_MAX_PROJECTIONS: int = 16_384
+MANIFEST_MAX_FRAMES: int = 256
+MANIFEST_MAX_FLOW_STEPS: int = 10_000
+MANIFEST_MAX_SHARD_ROWS: int = 10_000_000
+#: YAML: alias references allowed in one manifest, and nodes of the document once every
+#: alias is expanded (a "billion laughs" manifest fails in milliseconds, not 67 s / 1.3 GB).
+YAML_MAX_ALIASES: int = 100
+YAML_MAX_NODES: int = 100_000
+
+DATA: tuple[str, ...] = (
+    "SHARD_ROWS",
+    "EMBED_ROWS_PER_BATCH",
+    "EMBEDDER_VERSION",
+    "CACHE_VERSION",
+    "MANIFEST_MAX_BATCH_SIZE",
+    "MANIFEST_MAX_BUDGET",
+    "MANIFEST_MAX_ITER",
+    "MANIFEST_MAX_ROUNDS",
+    "MANIFEST_MAX_PROJECTIONS",
+    "MANIFEST_MAX_FRAMES",
+    "MANIFEST_MAX_FLOW_STEPS",
+    "MANIFEST_MAX_SHARD_ROWS",
+    "YAML_MAX_ALIASES",
+    "YAML_MAX_NODES",
+)
 
 # ======================================================================================
 # Pipeline (otaudit.audit, tasks, flows, app)

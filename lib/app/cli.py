@@ -193,6 +193,10 @@ def run_audit(
 
     settings = settings or load_settings()
     m = load_manifest(manifest)  # fail fast (one line) before any server or cluster starts
+    from otaudit.audit.preflight import check_preflight
+
+    for line in check_preflight(m).warnings():  # metadata only; exit 1 if no pair computable
+        typer.echo(line, err=True)
     address = dask_address or settings.dask_address
     from otaudit.flows.audit import audit
     from otaudit.flows.runtime import (

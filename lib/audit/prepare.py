@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.secrets import redact
+from ..data.secrets import redact, redact_uri
 from .plan import AuditPlan
 
 __all__ = [
@@ -206,7 +206,7 @@ def failed_dataset_row(run_id: str, spec: Any, failure: DatasetFailure) -> dict[
         "embedder": spec.embedder.kind,
         "seconds": None,
         "status": "failed",
-        "error": failure.error,
+        "error": redact_uri(failure.error),
         "cache_hit": False,
         "embed_seconds": None,
         "stats_seconds": None,

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..data.secrets import redact_uri
 from ..errors import StorageError
 from .heatmap import distance
 from .history import compare_with_previous, history_section, write_history
@@ -156,7 +157,7 @@ def publish(
         history_uri = None
     a = assess(pair_rows, dataset_rows, m.thresholds)
     return {
-        "uri": uri,
+        "uri": redact_uri(uri),
         "run_id": plan.run_id,
         "status": a.status,
         "exit_code": a.exit_code,

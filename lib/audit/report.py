@@ -47,6 +47,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..data.secrets import redact_uri
 from ..data.storage import SUCCESS
 from ..errors import StorageError
 from .heatmap import render_heatmap
@@ -223,7 +224,7 @@ def failed_pair_row(
         "params": json.dumps(dict(params or {}), sort_keys=True, default=str),
         "code_version": code_version,
         "status": "failed",
-        "error": " ".join(str(error).split()),
+        "error": redact_uri(" ".join(str(error).split())),
         "cached": False,
         "lower_certified": None,
         "upper_certified": None,
@@ -284,7 +285,7 @@ class Report:
         for r in self.pair_rows():
             if r["measure"] == measure and {r["dataset_a"], r["dataset_b"]} == {a, b}:
                 return r["value"]
-        raise KeyError(f"no {measure} row for pair ({a!r}, {b!r}) in {self.uri}")
+        raise KeyError(f"no {measure} row for pair ({a!r}, {b!r}) in {redact_uri(self.uri)}")
 
 
 def latest_run(store: Any) -> str | None:
@@ -354,7 +355,7 @@ def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> R
         run = latest_run(store)
         if run is None:
             raise StorageError(
-                f"no complete otaudit report at {uri!r} (no {SUCCESS} marker and no complete "
+                f"no complete otaudit report at {redact_uri(uri)!r} (no {SUCCESS} marker and no complete "
                 "run=... below it); fix: pass the URI of a run directory or of an audit "
                 "prefix <output>/<name> that holds a finished run"
             )
