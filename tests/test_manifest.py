@@ -155,7 +155,11 @@ def test_bad_dataset_fields(old, new, dataset, field, needle):
         ),
         (BASE.replace("pairs: all", "pairs: some"), "pairs", "invalid pairs value 'some'"),
         (BASE + "colour: red\n", "colour", "unknown key 'colour'"),
-        (BASE.replace("budget: 64", "budget: -1"), "measures.ot_bounds.budget", "whole number from 1 to"),
+        (
+            BASE.replace("budget: 64", "budget: -1"),
+            "measures.ot_bounds.budget",
+            "whole number from 1 to",
+        ),
         (
             BASE.replace("batch_size: 256", "batch_size: abc"),
             "measures.ot_bounds.batch_size",
