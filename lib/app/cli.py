@@ -186,14 +186,14 @@ def run_audit(
     Raises:
         InputError: bad manifest. StorageError: output store unreachable.
     """
-    from otaudit.audit.report import new_run_id
     from otaudit.config import load_settings
     from otaudit.data.manifest import load_manifest, select_pairs
-    from otaudit.tasks.plan import plan_blocks
 
     settings = settings or load_settings()
     m = load_manifest(manifest)  # fail fast (one line) before any server or cluster starts
+    from otaudit.audit.plan import plan_blocks
     from otaudit.audit.preflight import check_preflight
+    from otaudit.audit.report import new_run_id
 
     for line in check_preflight(m).warnings():  # metadata only; exit 1 if no pair computable
         typer.echo(line, err=True)
