@@ -270,6 +270,11 @@ EMBED_ROWS_PER_BATCH: int = 256
 EMBEDDER_VERSION: int = 1
 #: Version of the cached-array layout; part of every cache key (2: verified envelopes).
 CACHE_VERSION: int = 2
+#: Dataset fingerprints of files whose store gives no content checksum (local disk, ...):
+#: sha256 of all bytes up to this size, else of the size, the first/last EDGE bytes and the
+#: Parquet footer (otaudit.data.formats._content_hash).
+CONTENT_HASH_FULL_BYTES: int = 256 * 2**20
+CONTENT_HASH_EDGE_BYTES: int = 2**20
 #: Schema tag in every cache entry's header (otaudit.data.cache); another tag is a bad entry.
 CACHE_ENTRY_SCHEMA: int = 1
 
@@ -279,6 +284,8 @@ DATA: tuple[str, ...] = (
     "EMBEDDER_VERSION",
     "CACHE_VERSION",
     "CACHE_ENTRY_SCHEMA",
+    "CONTENT_HASH_FULL_BYTES",
+    "CONTENT_HASH_EDGE_BYTES",
 )
 
 # ======================================================================================
