@@ -293,9 +293,18 @@ DATA: tuple[str, ...] = (
 # ======================================================================================
 
 # --- report -----------------------------------------------------------------------------
-#: Version of the report schema written in the Parquet file metadata (2: ``datasets.parquet``
-#: has a ``device`` column and ``pairs.parquet`` per-bound certificates; 1 is still read).
-REPORT_SCHEMA_VERSION: int = 2
+#: Version of the report schema written in the Parquet file metadata (3: ``pairs.parquet``
+#: has ``distance``/``distance_lower``/``distance_upper``; 2: ``datasets.parquet`` has a
+#: ``device`` column and ``pairs.parquet`` per-bound certificates; 0-2 are still read).
+REPORT_SCHEMA_VERSION: int = 3
+#: Significant digits of every number the summary, report.html and artifact tables display.
+DISPLAY_DIGITS: int = 4
+#: Folder below ``<output>/<name>/`` of the hive-partitioned history of all complete runs
+#: (``history/run=<id>/pairs.parquet``; one new file per run, never rewritten).
+HISTORY_DIR: str = "history"
+#: Prefect event emitted when a run drifted from the previous complete run (or from a
+#: threshold); its resource is ``otaudit.audit.<name>``.
+DRIFT_EVENT: str = "otaudit.drift"
 #: Summary: a pair is a near-duplicate when its distance is below this fraction of the
 #: median distance of the audit (per measure).
 NEAR_DUPLICATE_FRACTION: float = 0.25
@@ -317,6 +326,10 @@ TASK_RETRY_DELAY_S: float = 1.0
 DEFAULT_CRON: str = "0 2 * * *"
 #: Seconds to wait for a temporary local Prefect server to answer.
 PREFECT_SERVER_START_TIMEOUT_S: int = 120
+#: CLI: seconds an interrupted audit (SIGINT/SIGTERM) may take to cancel its flow run and
+#: stop its Dask cluster and Prefect server in order, before its child processes are killed
+#: (the whole exit stays under 10 s).
+INTERRUPT_GRACE_S: float = 5.0
 
 # --- CLI demo ---------------------------------------------------------------------------
 #: ``otaudit demo``: random seed and additive noise (digits pixels are 0..16).
@@ -329,6 +342,9 @@ DEMO_OTDD_THRESHOLD: float = 45.0
 
 PIPELINE: tuple[str, ...] = (
     "REPORT_SCHEMA_VERSION",
+    "DISPLAY_DIGITS",
+    "HISTORY_DIR",
+    "DRIFT_EVENT",
     "NEAR_DUPLICATE_FRACTION",
     "SUMMARY_NEIGHBOURS",
     "SCREEN_ORDER",
@@ -338,6 +354,7 @@ PIPELINE: tuple[str, ...] = (
     "TASK_RETRY_DELAY_S",
     "DEFAULT_CRON",
     "PREFECT_SERVER_START_TIMEOUT_S",
+    "INTERRUPT_GRACE_S",
     "DEMO_SEED",
     "DEMO_NOISE_STD",
     "DEMO_OTDD_THRESHOLD",
