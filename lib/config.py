@@ -180,6 +180,13 @@ ROUTE_SPARSE_C0: float = 0.066
 ROUTE_SPARSE_C1: float = 1.15e-9
 ROUTE_SPARSE_D0: int = 64
 ROUTE_SPARSE_C2: float = 0.0
+#: Budget of one exact label table (otaudit.dataset_distance.labels.exact_table): at most
+#: this many inner OT solves (K(K-1)/2 within a dataset of K classes, Ka*Kb across two).
+#: Above it the table fails fast with an InputError naming the cheaper routes (inner:
+#: gaussian, fewer classes) instead of running for hours (issue 16: 800 classes took 203 s).
+LABEL_TABLE_MAX_SOLVES: int = 200_000
+#: Progress of a long label table: one INFO line at most every this many seconds.
+LABEL_TABLE_PROGRESS_S: float = 30.0
 
 NUMERICS: tuple[str, ...] = (
     "EXACT_MAX_ENTRIES",
@@ -246,6 +253,8 @@ NUMERICS: tuple[str, ...] = (
     "ROUTE_SPARSE_C1",
     "ROUTE_SPARSE_D0",
     "ROUTE_SPARSE_C2",
+    "LABEL_TABLE_MAX_SOLVES",
+    "LABEL_TABLE_PROGRESS_S",
 )
 
 # ======================================================================================
@@ -259,8 +268,15 @@ SHARD_ROWS: int = 50_000
 EMBED_ROWS_PER_BATCH: int = 256
 #: Version of the embedders' code; part of every embedder id, so bumping it re-embeds.
 EMBEDDER_VERSION: int = 1
-#: Version of the cached-array layout; part of every cache key.
-CACHE_VERSION: int = 1
+#: Version of the cached-array layout; part of every cache key (2: verified envelopes).
+CACHE_VERSION: int = 2
+#: Dataset fingerprints of files whose store gives no content checksum (local disk, ...):
+#: sha256 of all bytes up to this size, else of the size, the first/last EDGE bytes and the
+#: Parquet footer (otaudit.data.formats._content_hash).
+CONTENT_HASH_FULL_BYTES: int = 256 * 2**20
+CONTENT_HASH_EDGE_BYTES: int = 2**20
+#: Schema tag in every cache entry's header (otaudit.data.cache); another tag is a bad entry.
+CACHE_ENTRY_SCHEMA: int = 1
 
 # --- manifest limits (issue 16: validated before any dataset is read) -------------------
 #: Largest sizes a manifest may ask for; anything above is a one-line InputError naming the
@@ -293,6 +309,9 @@ DATA: tuple[str, ...] = (
     "MANIFEST_MAX_SHARD_ROWS",
     "YAML_MAX_ALIASES",
     "YAML_MAX_NODES",
+    "CACHE_ENTRY_SCHEMA",
+    "CONTENT_HASH_FULL_BYTES",
+    "CONTENT_HASH_EDGE_BYTES",
 )
 
 # ======================================================================================
@@ -381,6 +400,7 @@ def section_values(*sections: str) -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def _settings_class() -> type:
     """Build the Settings class lazily (once) so importing this module imports no pydantic-settings."""
+    from pydantic import SecretStr
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
     class Settings(BaseSettings):
@@ -405,6 +425,9 @@ def _settings_class() -> type:
         #: Where pair measures compute: ``auto`` = the Dask worker's own GPU when it has one
         #: (round-robin over the machine's GPUs by worker index), else CPU; ``cpu`` = never GPU.
         pair_device: Literal["auto", "cpu"] = "auto"
+        #: Optional secret keying the cache entries' HMAC (otaudit.data.cache); unset:
+        #: plain sha256 checksums (then the cache store must be trusted like the output).
+        cache_secret: SecretStr | None = None
 
     return Settings
 

@@ -10,8 +10,9 @@ Device: a block computes on its Dask worker's own GPU when the worker has one
 spreads a machine's workers round-robin over its GPUs), else on the CPU;
 ``OTAUDIT_PAIR_DEVICE=cpu`` keeps pair work on the CPU. Results are plain floats either way.
 
-A pair whose dataset failed, or whose computation raised one of otaudit's errors, becomes a
-``status="failed"`` row with the one-line reason; the rest of the block goes on. A block
+A pair whose dataset failed, or whose computation raised any exception, becomes a
+``status="failed"`` row with the one-line reason (``internal error: ...`` for an exception
+that is not one of otaudit's own); the rest of the block goes on. A block
 still failing after its retries becomes failed rows for all its pairs — never raised.
 """
 
@@ -23,9 +24,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from otaudit import config
-from otaudit.audit.measures import compute_pair, compute_pairs, failed_block_rows, measure_params
+from otaudit.audit.measures import (
+    INTERNAL_ERROR,
+    compute_pair,
+    compute_pairs,
+    failed_block_rows,
+    measure_params,
+)
 from otaudit.audit.screen import SCREEN_MEASURE, screened_pairs
-from otaudit.errors import describe_error
+from otaudit.errors import OTAuditError, describe_error
 
 from .devices import worker_device
 from .plan import AuditPlan, plan_blocks
@@ -76,7 +83,10 @@ def compute_pair_block(
     except Exception as e:  # noqa: BLE001 - recorded in the report with its reason
         if reraise_for_retry(e):
             raise
-        return failed_block_rows(block, plan, measures, f"pair block failed: {describe_error(e)}")
+        reason = f"pair block failed: {describe_error(e)}"
+        if not isinstance(e, OTAuditError):  # a programming error: the exit code says so
+            reason = INTERNAL_ERROR + reason
+        return failed_block_rows(block, plan, measures, reason)
 
 
 @task(name="select-screened", cache_policy=NO_CACHE)

@@ -56,11 +56,59 @@ def test_corrupt_entries_are_misses_and_overwritten(cache, caplog):
     cache.root.write_bytes(b"PK\x03\x04 truncated", "embeddings", f"{k}.npz")
     with caplog.at_level(logging.WARNING, logger="otaudit.data.cache"):
         assert cache.get_arrays("embeddings", k) is None
-    assert "corrupt" in caplog.text
+    assert "rejected" in caplog.text and len(caplog.records) == 1  # one warning line
+    assert not cache.exists("embeddings", k)  # deleted, so it is recomputed
     cache.put_arrays("embeddings", k, {"X": np.ones((2, 2))})
     np.testing.assert_array_equal(cache.get_arrays("embeddings", k)["X"], np.ones((2, 2)))
     cache.root.write_bytes(b"{not json", "meta", f"{k}.json")
     assert cache.get_json("meta", k) is None
+
+
+def test_every_entry_is_verified_and_a_bad_one_deleted(cache, caplog):
+    """Truncated, one byte flipped, copied under another key, another schema, a 100k-deep
+    JSON (RecursionError when parsed) and a caller's rejection: each is a miss, logged in one
+    warning line and deleted — never raised."""
+    k, k2 = cache.key("stats", "a"), cache.key("stats", "b")
+    X = np.arange(600, dtype=np.float64).reshape(200, 3)
+    uri = cache.put_arrays("stats", k, {"X": X})
+    good = cache.root.read_bytes("stats", f"{k}.npz")
+    assert good.startswith(b"otaudit-cache\n") and b'"sum": "sha256:' in good
+    flipped = bytearray(good)
+    flipped[-50] ^= 1
+    bad = {
+        "truncated": good[:100],
+        "flipped": bytes(flipped),
+        "schema": good.replace(b'"schema": 1', b'"schema": 9'),
+    }
+    for what, data in bad.items():
+        cache.root.write_bytes(data, "stats", f"{k}.npz")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="otaudit.data.cache"):
+            assert cache.get_arrays("stats", k) is None, what
+        assert len(caplog.records) == 1 and "rejected" in caplog.text, what
+        assert not cache.exists("stats", k), what
+    cache.root.write_bytes(good, "stats", f"{k2}.npz")  # a valid entry under another key
+    assert cache.get_arrays("stats", k2) is None and not cache.exists("stats", k2)
+    cache.put_arrays("stats", k, {"X": X})
+    assert cache.get_arrays("stats", k, validate=lambda a: "no y" if "y" not in a else None) is None
+    assert not cache.exists("stats", k) and uri.endswith(f"{k}.npz")
+    # deep JSON: sealed with a correct checksum (as a forger with write access could)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    cache.root.write_bytes(cache._seal(("pair", f"{k}.json"), deep), "pair", f"{k}.json")
+    assert cache.get_json("pair", k) is None and not cache.exists("pair", k, "json")
+
+
+def test_hmac_secret_rejects_entries_sealed_without_it(tmp_path):
+    store = Store(str(tmp_path / "out"))
+    plain, keyed = Cache(store, secret=""), Cache(store, secret="s3cret")
+    k = plain.key("pair", "x")
+    plain.put_json("pair", k, {"value": 1.0})
+    assert plain.get_json("pair", k) == {"value": 1.0}
+    assert keyed.get_json("pair", k) is None  # plain sha256: a forger needs no secret
+    keyed.put_json("pair", k, {"value": 2.0})
+    assert b"hmac-sha256:" in store.read_bytes("_cache", "pair", f"{k}.json")
+    assert keyed.get_json("pair", k) == {"value": 2.0}
+    assert Cache(store, secret="other").get_json("pair", k) is None
 
 
 def test_bad_kind_or_key(cache):

@@ -22,14 +22,71 @@ its constants recomputes everything.
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 from ..errors import InputError, OTAuditError, StorageError, describe_error
 from .plan import AuditPlan
-from .prepare import DatasetRef
+from .prepare import DatasetRef, check_emb, check_stats, reprepare
 from .report import failed_pair_row, pair_row, result_record
 
-__all__ = ["Loader", "measure_params", "compute_pair", "compute_pairs", "failed_block_rows"]
+__all__ = [
+    "INTERNAL_ERROR",
+    "Loader",
+    "measure_params",
+    "compute_pair",
+    "compute_pairs",
+    "failed_block_rows",
+    "check_pair_record",
+]
+
+log = logging.getLogger(__name__)
+
+#: Prefix of the ``error`` of a failed pair row whose cause is not one of otaudit's own
+#: errors (a programming error): the run's exit code is then "failed" (report.assess).
+INTERNAL_ERROR = "internal error: "
+
+#: Relative slack of the cached-result range check ``lower <= value <= upper``: results are
+#: stored as JSON floats (exact round trip), so only solver round-off is allowed for.
+_RANGE_RTOL = 1e-9
+_RECORD_KEYS = ("value", "lower", "upper", "certified", "method", "n_solves", "seconds")
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
+
+
+def check_pair_record(r: Any) -> str | None:
+    """Why a cached pair result must not be trusted (None: it passes): the schema, a finite
+    value, ``lower <= value <= upper`` (within round-off) and certificates consistent with
+    finite bounds and the result's kind."""
+    if not isinstance(r, dict) or any(k not in r for k in _RECORD_KEYS):
+        return "pair entry lacks result fields"
+    v, lo, up = _num(r["value"]), _num(r["lower"]), _num(r["upper"])
+    if v is None or lo is None or up is None or not math.isfinite(v):
+        return "pair entry value/bounds are not numbers (value must be finite)"
+    if math.isnan(lo) or math.isnan(up):
+        return "pair entry bounds are NaN"
+    if not isinstance(r["method"], str) or not isinstance(r["n_solves"], int):
+        return "pair entry method/n_solves malformed"
+    flags = [r["certified"], r.get("lower_certified", False), r.get("upper_certified", False)]
+    if not all(isinstance(f, bool) for f in flags):
+        return "pair entry certificates are not booleans"
+    tol = _RANGE_RTOL * max(1.0, abs(v), abs(lo) if math.isfinite(lo) else 0.0)
+    if lo > up + tol or v < lo - tol or v > up + tol:
+        return f"pair entry out of range (lower {lo!r}, value {v!r}, upper {up!r})"
+    certified, lc, uc = flags
+    if certified and not (lc and uc):
+        return "pair entry certified without both bounds certified"
+    if (lc and not math.isfinite(lo)) or (uc and not math.isfinite(up)):
+        return "pair entry certifies an infinite bound"
+    kind = r.get("kind")
+    if kind is not None:
+        want = ("exact" if lo == up else "bracketed") if lc and uc else "estimate"
+        if kind != want:
+            return f"pair entry kind {kind!r} does not match its certificates ({want!r})"
+    return None
 
 
 def measure_params(plan: AuditPlan, measure: str) -> dict[str, Any]:
@@ -88,18 +145,34 @@ class Loader:
     def __call__(self, kind: str, ref: DatasetRef) -> Any:
         key = (kind, ref.name)
         if key not in self.loaded:
-            cache_kind, cache_key = (
-                ("stats", ref.stats_key) if kind == "stats" else ("emb", ref.emb_key)
-            )
-            arrays = self.cache.get_arrays(cache_kind, cache_key)
-            if arrays is None:
+            arrays = self._read(kind, ref)
+            if arrays is None:  # vanished or bad (then deleted): recompute it here, once
                 what = "statistics" if kind == "stats" else "embeddings"
-                raise StorageError(
-                    f"cached {what} of dataset {ref.name!r} vanished from "
-                    f"{self.plan.output!r}/_cache; fix: re-run the audit"
+                log.warning(
+                    "cached %s of dataset %r missing or bad; re-preparing it", what, ref.name
                 )
+                new = reprepare(self.plan, ref.name)
+                if (new.emb_key, new.stats_key) != (ref.emb_key, ref.stats_key):
+                    raise InputError(
+                        "the dataset changed while the audit ran (its fingerprint moved)",
+                        dataset=ref.name,
+                        field="uri",
+                        fix="re-run the audit once the dataset is no longer being written",
+                    )
+                arrays = self._read(kind, ref)
+                if arrays is None:
+                    raise StorageError(
+                        f"cached {what} of dataset {ref.name!r} could not be read back from "
+                        f"{self.plan.output!r}/_cache after recomputing it; fix: check the "
+                        "output store (the block is retried)"
+                    )
             self.loaded[key] = self._place(kind, arrays, ref)
         return self.loaded[key]
+
+    def _read(self, kind: str, ref: DatasetRef) -> dict[str, Any] | None:
+        if kind == "stats":
+            return self.cache.get_arrays("stats", ref.stats_key, check_stats)
+        return self.cache.get_arrays("emb", ref.emb_key, check_emb)
 
     def _place(self, kind: str, arrays: dict[str, Any], ref: Any = None) -> Any:
         if kind == "stats":
@@ -130,10 +203,13 @@ def compute_pairs(
     """The ``pairs.parquet`` rows (dicts) of ``measures`` for a block of pairs, on ``device``.
 
     ``refs`` maps the block's dataset names to their :class:`DatasetRef`, or to the
-    ``DatasetFailure`` of a dataset that failed (its pairs become failed rows). A pair whose
-    computation raises one of otaudit's errors becomes a ``status="failed"`` row with the
-    one-line reason and the block goes on; a :class:`StorageError` is raised (transient:
-    the caller retries the block).
+    ``DatasetFailure`` of a dataset that failed (its pairs become failed rows). A pair and
+    measure whose computation raises ANY exception becomes its own ``status="failed"`` row
+    with the one-line reason and the block goes on; an exception that is not one of
+    otaudit's own (a programming error) is recorded as ``"internal error: <Type>: ..."``.
+    A :class:`StorageError` is raised (transient: the caller retries the block). A cached
+    result is used only if it passes :func:`check_pair_record`; else it is deleted and
+    recomputed.
     """
     from ..data.cache import pair_key
 
@@ -154,19 +230,21 @@ def compute_pairs(
                 continue
             sizes = {"n_a": ra.n_rows, "n_b": rb.n_rows}
             key = pair_key(cache, measure, params, ra.emb_key, rb.emb_key)
-            hit = cache.get_json("pair", key) if plan.use_cache else None
+            hit = cache.get_json("pair", key, check_pair_record) if plan.use_cache else None
             if hit is not None:
                 rows.append(pair_row(**common, **names, **sizes, result=hit, cached=True))
                 continue
             try:
-                res = compute_pair(measure, params, load, ra, rb)
+                record = result_record(compute_pair(measure, params, load, ra, rb))
             except StorageError:
                 raise  # transient: the whole block is retried
-            except OTAuditError as e:
+            except Exception as e:  # noqa: BLE001 - this pair+measure's own failed row
                 error = describe_error(e)
+                if not isinstance(e, OTAuditError):
+                    error = INTERNAL_ERROR + error
+                    log.warning("pair %s/%s %s: %s", a, b, measure, error)
                 rows.append(failed_pair_row(**common, **names, **sizes, params=params, error=error))
                 continue
-            record = result_record(res)
             cache.put_json("pair", key, record)
             rows.append(pair_row(**common, **names, **sizes, result=record))
     return rows

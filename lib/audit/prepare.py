@@ -20,6 +20,7 @@ from ..data.secrets import redact, redact_uri
 from .plan import AuditPlan
 
 __all__ = [
+    "reprepare",
     "DatasetRef",
     "DatasetFailure",
     "prepare_dataset",
@@ -124,11 +125,11 @@ def prepare_dataset(
     inner, self_tables = stats_inner(plan)
     emb_key = embedding_key(cache, info.fingerprint, embedder_id)
     s_key = stats_key(cache, emb_key, inner, self_tables)
-    meta = cache.get_json("stats_meta", s_key) if plan.use_cache else None
+    meta = _cached_meta(cache, plan, emb_key, s_key)
     read_s = embed_s = stats_s = 0.0
     hit = meta is not None
     if meta is None:
-        arrays = cache.get_arrays("emb", emb_key) if plan.use_cache else None
+        arrays = cache.get_arrays("emb", emb_key, check_emb) if plan.use_cache else None
         device = None
         if arrays is None:
             e = embed_dataset_sharded(
@@ -191,6 +192,64 @@ def prepare_dataset(
         seconds=time.perf_counter() - t_start,
         device=meta.get("device"),
     )
+
+
+# --- cache reads (issue 16: a bad or vanished entry is recomputed, never trusted) ----------
+
+
+def check_emb(arrays: dict[str, Any]) -> str | None:
+    """Why a cached embeddings entry is unusable (None: usable)."""
+    X = arrays.get("X")
+    if X is None or getattr(X, "ndim", 0) != 2 or X.dtype.kind != "f":
+        return "embeddings entry has no 2-D float array 'X'"
+    y = arrays.get("y")
+    if y is not None and (y.ndim != 1 or len(y) != X.shape[0]):
+        return "embeddings entry has labels of the wrong length"
+    return None
+
+
+def check_stats(arrays: dict[str, Any]) -> str | None:
+    """Why a cached statistics entry is unusable (None: usable)."""
+    missing = [k for k in ("meta_json", "features", "codes", "counts", "means") if k not in arrays]
+    if missing:
+        return f"statistics entry lacks {', '.join(missing)}"
+    if arrays["features"].ndim != 2 or len(arrays["codes"]) != arrays["features"].shape[0]:
+        return "statistics entry has inconsistent features/codes"
+    return None
+
+
+def check_meta(meta: Any) -> str | None:
+    """Why a cached ``stats_meta`` entry is unusable (None: usable)."""
+    if not isinstance(meta, dict):
+        return "stats_meta is not an object"
+    for k in ("n_rows", "n_classes", "dim"):
+        v = meta.get(k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            return f"stats_meta field {k!r} is not a count"
+    if not isinstance(meta.get("labeled"), bool) or meta["n_rows"] == 0:
+        return "stats_meta is inconsistent"
+    return None
+
+
+def _cached_meta(cache: Any, plan: AuditPlan, emb_key: str, s_key: str) -> dict | None:
+    """The cached ``stats_meta`` of a dataset, when it and every entry the pair phase
+    reads are present (a vanished statistics/embeddings entry makes it a miss, so the
+    preparation recomputes what is missing)."""
+    if not plan.use_cache:
+        return None
+    meta = cache.get_json("stats_meta", s_key, check_meta)
+    if meta is None or not cache.exists("stats", s_key):
+        return None
+    if {"ot_bounds", "w2"} & set(plan.measures) and not cache.exists("emb", emb_key):
+        return None
+    return meta
+
+
+def reprepare(plan: AuditPlan, name: str) -> DatasetRef:
+    """Prepare dataset ``name`` again (in a pair worker whose cached statistics or
+    embeddings vanished or were bad): recomputes only the entries that are missing."""
+    spec = next(s for s in plan.manifest.datasets if s.name == name)
+    return prepare_dataset(spec, plan)
 
 
 def failed_dataset_row(run_id: str, spec: Any, failure: DatasetFailure) -> dict[str, Any]:

@@ -79,8 +79,9 @@ def assess(
         d = distance(r["value"])
         if lim is not None and d is not None and d > lim:
             flagged.append({**r, "distance": d, "threshold": float(lim)})
-    if pair_rows and not ok or (not pair_rows and failed_ds):
-        status, code = "failed", EXIT_FAILED
+    internal = any(str(r.get("error") or "").startswith("internal error:") for r in failed_pairs)
+    if pair_rows and not ok or (not pair_rows and failed_ds) or internal:
+        status, code = "failed", EXIT_FAILED  # a programming error is never "partial/drift"
     elif failed_pairs or failed_ds:
         status, code = "partial", EXIT_PARTIAL
     elif flagged:

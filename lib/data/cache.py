@@ -12,9 +12,22 @@ modules that compute it (read once per process) and the current values of the co
 sections it depends on (:data:`CODE_OF`). Edit a numeric module or change a constant and
 the next audit recomputes.
 
-A missing entry is a miss (``None``).  A corrupt entry (truncated, not an .npz, bad JSON)
-is also a miss: a warning is logged and the next ``put`` overwrites it; it never fails an
-audit.  Arrays are stored without pickle (``allow_pickle=False``): object arrays of
+Every entry is *verified on read*: it is stored as an envelope — the line
+``otaudit-cache``, a one-line JSON header (entry schema ``config.CACHE_ENTRY_SCHEMA``, its
+kind, its key, the payload's length and its checksum: ``sha256`` of the payload, or
+``hmac-sha256`` keyed by the secret ``OTAUDIT_CACHE_SECRET`` when one is set) and the payload
+(an ``.npz`` or UTF-8 JSON). A missing entry is a miss (``None``). A bad entry — truncated,
+edited, renamed onto another key, of another schema, undecodable, nested too deeply, or
+rejected by the caller's ``validate`` check (e.g. a pair result's range checks) — is logged
+in one warning line, **deleted** and reported as a miss, so it is recomputed: it is never
+trusted and never fails an audit.
+
+What the checksum protects against: corruption, partial/truncated writes, entries copied
+under another key and edits by anyone without the secret. It does not protect against a
+writer who recomputes the checksum: without ``OTAUDIT_CACHE_SECRET`` the cache store must be
+trusted like the report output itself; with it, a forger also needs the secret.
+
+Arrays are stored without pickle (``allow_pickle=False``): object arrays of
 strings (string labels) are stored as unicode arrays and come back as object arrays of
 ``str``.
 """
@@ -22,11 +35,13 @@ strings (string labels) are stored as unicode arrays and come back as object arr
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import logging
 import re
 import zipfile
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,6 +67,16 @@ log = logging.getLogger(__name__)
 CACHE_DIR = "_cache"
 _KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{16,128}$")
+#: First line of every entry (an envelope: this line, a JSON header line, the payload).
+MAGIC = b"otaudit-cache\n"
+_HEADER_MAX = 4096  # bytes: the header is a short flat JSON object
+
+#: ``validate(value) -> None | reason``: a caller's check of a decoded entry.
+Validator = Callable[[Any], "str | None"]
+
+
+class BadEntry(Exception):
+    """A cache entry that failed verification (internal: it becomes a miss)."""
 
 
 #: The package's source root (``lib/``): fingerprints read files below it, import nothing.
@@ -126,9 +151,17 @@ def pair_key(cache: Cache, measure: str, params: dict[str, Any], emb_a: str, emb
 class Cache:
     """The cache below ``store`` (the audit's output store): ``<store>/_cache/...``."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, secret: str | None = None):
+        """``secret`` keys the entries' HMAC (default: the ``OTAUDIT_CACHE_SECRET``
+        setting; none: plain sha256 checksums)."""
         self.store = store
         self.root = store.child(CACHE_DIR)
+        if secret is None:
+            from ..config import load_settings
+
+            s = load_settings().cache_secret
+            secret = s.get_secret_value() if s is not None else None
+        self._secret = secret.encode() if secret else None
 
     # --- keys ---------------------------------------------------------------------------
     def key(self, kind: str, *parts: str) -> str:
@@ -172,28 +205,103 @@ class Cache:
                 return None
             raise
 
-    def _corrupt(self, uri: str, e: BaseException) -> None:
-        log.warning(
-            "cache entry %s is corrupt (%s: %s); recomputing and overwriting it",
-            uri,
-            type(e).__name__,
-            " ".join(str(e).split())[:120],
-        )
+    def exists(self, kind: str, key: str, ext: str = "npz") -> bool:
+        """Whether an entry is present (not verified: a read verifies)."""
+        return self.root.exists(*self._parts(kind, key, ext))
 
-    # --- arrays ------------------------------------------------------------------------
-    def get_arrays(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
-        """The arrays stored under (kind, key), or None (absent or corrupt)."""
-        parts = self._parts(kind, key, "npz")
+    def delete(self, kind: str, key: str, ext: str = "npz") -> None:
+        """Remove an entry (absent is fine)."""
+        self.root.rm(*self._parts(kind, key, ext))
+
+    def _digest(self, kind: str, key: str, payload: bytes) -> str:
+        if self._secret is None:
+            return "sha256:" + hashlib.sha256(payload).hexdigest()
+        mac = hmac.new(self._secret, digestmod=hashlib.sha256)
+        for part in (kind.encode(), key.encode(), payload):
+            mac.update(len(part).to_bytes(8, "little"))
+            mac.update(part)
+        return "hmac-sha256:" + mac.hexdigest()
+
+    def _seal(self, parts: tuple[str, str], payload: bytes) -> bytes:
+        kind, name = parts
+        key = name.rpartition(".")[0]
+        header = {
+            "schema": config.CACHE_ENTRY_SCHEMA,
+            "kind": kind,
+            "key": key,
+            "len": len(payload),
+            "sum": self._digest(kind, key, payload),
+        }
+        return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+    def _open(self, parts: tuple[str, str], data: bytes) -> bytes:
+        """The verified payload of an entry; raises :class:`BadEntry` with the reason."""
+        kind, name = parts
+        key = name.rpartition(".")[0]
+        if not data.startswith(MAGIC):
+            raise BadEntry("not an otaudit cache entry (no envelope)")
+        end = data.find(b"\n", len(MAGIC), len(MAGIC) + _HEADER_MAX)
+        if end < 0:
+            raise BadEntry("no header line")
+        try:
+            header = json.loads(data[len(MAGIC) : end].decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise BadEntry(f"unreadable header ({type(e).__name__})") from None
+        if not isinstance(header, dict):
+            raise BadEntry("header is not an object")
+        if header.get("schema") != config.CACHE_ENTRY_SCHEMA:
+            raise BadEntry(
+                f"entry schema {header.get('schema')!r}, expected {config.CACHE_ENTRY_SCHEMA}"
+            )
+        if header.get("kind") != kind or header.get("key") != key:
+            raise BadEntry("entry belongs to another kind/key")
+        payload = data[end + 1 :]
+        if header.get("len") != len(payload):
+            raise BadEntry(f"payload has {len(payload)} bytes, header says {header.get('len')!r}")
+        if not isinstance(header.get("sum"), str) or not hmac.compare_digest(
+            header["sum"], self._digest(kind, key, payload)
+        ):
+            raise BadEntry("checksum mismatch (edited, corrupt or written with another secret)")
+        return payload
+
+    def _bad(self, parts: tuple[str, str], reason: str) -> None:
+        """Log one line and delete the entry, so that it is recomputed and rewritten."""
+        uri = self.root.path(*parts)
+        log.warning(
+            "cache entry %s rejected (%s); deleted, recomputing it",
+            uri,
+            " ".join(str(reason).split())[:160],
+        )
+        try:
+            self.root.rm(*parts)
+        except StorageError as e:  # the next put overwrites it anyway
+            log.warning("could not delete cache entry %s: %s", uri, " ".join(str(e).split())[:120])
+
+    def _read(self, parts: tuple[str, str], decode: Callable[[bytes], Any], validate: Any) -> Any:
         data = self._get(parts)
         if data is None:
             return None
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                out = {k: z[k] for k in z.files}
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
-            self._corrupt(self.root.path(*parts), e)
+            value = decode(self._open(parts, data))
+            reason = validate(value) if validate is not None else None
+        except BadEntry as e:
+            reason = str(e)
+        except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile,
+                UnicodeDecodeError, RecursionError) as e:  # fmt: skip
+            reason = f"{type(e).__name__}: {e}"
+        if reason is not None:
+            self._bad(parts, reason)
             return None
-        return {k: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in out.items()}
+        return value
+
+    # --- arrays ------------------------------------------------------------------------
+    def get_arrays(
+        self, kind: str, key: str, validate: Validator | None = None
+    ) -> dict[str, np.ndarray] | None:
+        """The arrays stored under (kind, key), or None (absent, or bad: then deleted).
+
+        ``validate(arrays)`` may return a reason to reject the (verified) entry."""
+        return self._read(self._parts(kind, key, "npz"), _decode_npz, validate)
 
     def put_arrays(self, kind: str, key: str, arrays: dict[str, Any]) -> str:
         """Store ``arrays`` (name -> array) atomically; returns the entry's URI."""
@@ -212,24 +320,29 @@ class Cache:
             clean[name] = arr
         buf = io.BytesIO()
         np.savez(buf, **clean)
-        self.root.write_bytes(buf.getvalue(), *parts)
+        self.root.write_bytes(self._seal(parts, buf.getvalue()), *parts)
         return self.root.path(*parts)
 
     # --- json --------------------------------------------------------------------------
-    def get_json(self, kind: str, key: str) -> Any | None:
-        """The JSON value stored under (kind, key), or None (absent or corrupt)."""
-        parts = self._parts(kind, key, "json")
-        data = self._get(parts)
-        if data is None:
-            return None
-        try:
-            return json.loads(data.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            self._corrupt(self.root.path(*parts), e)
-            return None
+    def get_json(self, kind: str, key: str, validate: Validator | None = None) -> Any | None:
+        """The JSON value stored under (kind, key), or None (absent, or bad: then deleted).
+
+        ``validate(value)`` may return a reason to reject the (verified) entry."""
+        return self._read(self._parts(kind, key, "json"), _decode_json, validate)
 
     def put_json(self, kind: str, key: str, value: Any) -> str:
         """Store a JSON-able value atomically; returns the entry's URI."""
         parts = self._parts(kind, key, "json")
-        self.root.write_bytes(json.dumps(value, sort_keys=True).encode("utf-8"), *parts)
+        payload = json.dumps(value, sort_keys=True, allow_nan=True).encode("utf-8")
+        self.root.write_bytes(self._seal(parts, payload), *parts)
         return self.root.path(*parts)
+
+
+def _decode_npz(payload: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    return {k: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in out.items()}
+
+
+def _decode_json(payload: bytes) -> Any:
+    return json.loads(payload.decode("utf-8"))

@@ -23,23 +23,16 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .. import config
 from ..errors import InputError, StorageError
 from .manifest import DatasetSpec
 from .secrets import redact
 from .storage import Store, storage_errors
 
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz", ".csv": "csv"}
-_ETAG_KEYS = (
-    "ETag",
-    "etag",
-    "md5Hash",
-    "crc32c",
-    "checksum",
-    "mtime",
-    "LastModified",
-    "last_modified",
-    "updated",
-)
+#: fsspec ``info()`` fields that identify an object's *content* (s3: ETag; gcs: md5Hash /
+#: crc32c; az: etag / content_md5). mtime-like fields are not used: a rewrite can restore them.
+_ETAG_KEYS = ("ETag", "etag", "md5Hash", "crc32c", "checksum", "content_md5")
 
 
 def _is_text(spec: DatasetSpec) -> bool:
@@ -93,17 +86,58 @@ def _format_of(spec: DatasetSpec, store: Store) -> str:
 
 def _version_tag(info: dict[str, Any]) -> str:
     for k in _ETAG_KEYS:
-        if info.get(k) is not None:
-            return f"{k}={info[k]}"
+        v = info.get(k)
+        if isinstance(v, dict):  # az: content_settings.content_md5 may be nested
+            v = v.get("content_md5")
+        if v not in (None, "", b""):
+            return f"{k}={v.hex() if isinstance(v, bytes | bytearray) else v}"
     return ""
 
 
+@functools.lru_cache(maxsize=1024)
+def _content_hash(store: Store, rel: str, size: int, stamp: str) -> str:
+    """A content hash of one file (no store checksum available), memoised per process on
+    the file's (size, mtime, ctime, inode) ``stamp`` so that shard reads do not re-hash.
+
+    Up to ``config.CONTENT_HASH_FULL_BYTES``: sha256 of all bytes (streamed). Bigger: sha256
+    of the size, the first and last ``config.CONTENT_HASH_EDGE_BYTES`` and, for Parquet, the
+    footer (row-group offsets, sizes and statistics) — a cheap hash that a same-size rewrite
+    changes unless it keeps the head, the tail and every row group's statistics.
+    """
+    h = hashlib.sha256(str(size).encode())
+    edge = config.CONTENT_HASH_EDGE_BYTES
+    with store.open(rel) as f:
+        if size <= config.CONTENT_HASH_FULL_BYTES:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+            return "sha256=" + h.hexdigest()
+        h.update(f.read(edge))
+        f.seek(max(0, size - edge))
+        h.update(f.read(edge))
+        if size >= 12:
+            f.seek(size - 8)
+            tail = f.read(8)
+            if tail[4:] == b"PAR1":  # Parquet footer: [metadata][len: 4 bytes LE]["PAR1"]
+                n = int.from_bytes(tail[:4], "little")
+                if 0 < n <= size - 12:
+                    f.seek(size - 8 - n)
+                    h.update(f.read(n))
+    return "sha256-edges=" + h.hexdigest()
+
+
 def _file_entry(store: Store, rel: str, info: dict[str, Any]) -> dict[str, Any]:
-    """``rel``: the file's path below the store ("" for the store's own file)."""
+    """``rel``: the file's path below the store ("" for the store's own file).
+
+    ``version``: the store's content checksum (ETag, md5Hash, ...) when ``info`` has one,
+    else :func:`_content_hash` — never size + mtime alone (a rewrite can restore both)."""
+    size = int(info.get("size") or 0)
     tag = _version_tag(info)
-    if not tag or store.protocol == "memory":  # no change marker: hash the bytes
-        tag = "sha256=" + hashlib.sha256(store.read_bytes(rel)).hexdigest()
-    return {"path": rel, "size": int(info.get("size") or 0), "version": tag}
+    if not tag or store.protocol == "memory":
+        stamp = "|".join(
+            str(info.get(k)) for k in ("mtime", "created", "ino", "LastModified", "updated")
+        )
+        tag = _content_hash(store, rel, size, stamp)
+    return {"path": rel, "size": size, "version": tag}
 
 
 def _shard_ranges(n: int, shard_rows: int) -> list[tuple[int, int]]:

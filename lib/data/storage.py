@@ -149,6 +149,11 @@ def storage_errors(uri: str, action: str, protocol: str = "file") -> Iterator[No
         yield
     except (StorageError, InputError):
         raise
+    except KeyError as e:  # s3fs: a reply without a field it needs (HEAD w/o Content-Length)
+        raise StorageError(
+            f"storage {redact(uri)!r} {action} failed: the store's reply has no {e} field; "
+            "fix: check proxies between otaudit and the store (they must keep Content-Length)"
+        ) from e
     except Exception as e:
         if not _is_storage_error(e):
             raise
@@ -365,7 +370,13 @@ class Store:
         """Whether the key (file or prefix) exists."""
         key = self._key(*parts)
         with storage_errors(self._uri_of(key), "exists", self.protocol):
+            return self._exists(key)
+
+    def _exists(self, key: str) -> bool:
+        try:
             return bool(self.fs.exists(key))
+        except KeyError:  # s3fs: a HEAD answered without Content-Length: the object is there
+            return True
 
     def ls(self, *parts: str) -> list[str]:
         """Sorted names (not paths) directly below ``parts``; [] when absent.
@@ -425,7 +436,21 @@ class Store:
         """fsspec ``info`` (size, mtime/etag, ...)."""
         key = self._key(*parts)
         with storage_errors(self._uri_of(key), "stat", self.protocol):
-            return dict(self.fs.info(key))
+            try:
+                return dict(self.fs.info(key))
+            except KeyError as e:  # s3fs: HEAD without Content-Length; the listing has sizes
+                return self._info_from_listing(key, e)
+
+    def _info_from_listing(self, key: str, error: KeyError) -> dict[str, Any]:
+        parent = key.rstrip("/").rpartition("/")[0]
+        for entry in self.fs.ls(parent, detail=True, refresh=True):
+            if entry.get("name", "").rstrip("/") == key.rstrip("/") and "size" in entry:
+                return dict(entry)
+        raise StorageError(
+            f"storage {redact(self._uri_of(key))!r}: the store's answer has no "
+            f"{error.args[0] if error.args else 'size'!s} field; fix: check proxies between "
+            "otaudit and the store (a HEAD reply needs Content-Length)"
+        )
 
     def read_bytes(self, *parts: str) -> bytes:
         """The whole object."""
@@ -473,7 +498,7 @@ class Store:
                 fix="name a key below the store",
             )
         with storage_errors(self._uri_of(key), "remove", self.protocol):
-            if self.fs.exists(key):
+            if self._exists(key):
                 self.fs.rm(key, recursive=recursive)
 
     def publish_dir(self, local_or_staged_files: dict[str, bytes], *parts: str) -> str:

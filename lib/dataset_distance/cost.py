@@ -62,6 +62,7 @@ def label_costs(
             device=sa.device,
             inner_options=opts,
             class_cache=class_cache,
+            dataset=f"{sa.name} vs {sb.name}",
         )
     raise InputError(f"unknown inner {inner!r}", field="inner", fix="use 'exact' or 'gaussian'")
 

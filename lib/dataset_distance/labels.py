@@ -4,6 +4,8 @@ certified bounds for big classes)."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +16,30 @@ from .. import config
 from ..core.costs import SqEuclidean, sq_euclidean
 from ..core.exact import emd
 from ..core.solve import solve_ot
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def check_table_budget(
+    ka: int, kb: int, *, symmetric: bool, dataset: str | None = None, max_solves: int | None = None
+) -> int:
+    """The number of inner OT solves an exact label table of ``ka`` x ``kb`` classes needs
+    (``K(K-1)/2`` when ``symmetric``); raises a one-line :class:`InputError` when it exceeds
+    ``max_solves`` (default ``config.LABEL_TABLE_MAX_SOLVES``), before any solve."""
+    n = ka * (ka - 1) // 2 if symmetric else ka * kb
+    limit = int(config.LABEL_TABLE_MAX_SOLVES if max_solves is None else max_solves)
+    if n > limit:
+        size = f"{ka} classes" if symmetric else f"{ka} x {kb} classes"
+        raise InputError(
+            f"the exact label table of {size} needs {n} OT solves, over the budget of "
+            f"{limit} (config.LABEL_TABLE_MAX_SOLVES)",
+            dataset=dataset,
+            field="label",
+            fix="use otdd inner: gaussian (closed form, no solves), merge classes, or "
+            "drop the otdd measure for this dataset",
+        )
+    return n
 
 
 # --------------------------------------------------------------------------------------
@@ -61,6 +87,7 @@ def exact_table(
     device: torch.device,
     inner_options: dict[str, Any],
     class_cache: dict[tuple[str, str, str], tuple[float, float, float]] | None = None,
+    dataset: str | None = None,
 ) -> LabelTable:
     """Exact (or, for big classes, certified-bounded) ``W_2^2`` between class point clouds.
 
@@ -71,8 +98,14 @@ def exact_table(
     pairs (e.g. unchanged classes across dataset versions) is solved once. Each class pair is
     solved in a canonical orientation (by hash), so the cached value does not depend on
     which dataset pair asked first.
+
+    Budget: more than ``config.LABEL_TABLE_MAX_SOLVES`` solves raises an InputError at once
+    (:func:`check_table_budget`, ``dataset`` names it); a long table logs its progress
+    (INFO) at most every ``config.LABEL_TABLE_PROGRESS_S`` seconds.
     """
     Ka, Kb = len(pts_a), len(pts_b)
+    total = check_table_budget(Ka, Kb, symmetric=symmetric, dataset=dataset)
+    t_start = t_last = time.monotonic()
     val = torch.zeros((Ka, Kb), dtype=torch.float64)
     lo = torch.zeros((Ka, Kb), dtype=torch.float64)
     up = torch.zeros((Ka, Kb), dtype=torch.float64)
@@ -83,6 +116,13 @@ def exact_table(
     large_opts = dict(inner_options.get("options", {}))
     opt_key = json.dumps(inner_options, sort_keys=True, default=str)
     for i in range(Ka):
+        now = time.monotonic()
+        if now - t_last >= config.LABEL_TABLE_PROGRESS_S:
+            t_last = now
+            log.info(
+                "label table %s: class row %d/%d, %d/%d solves, %.0f s",
+                dataset or "", i, Ka, n_solves, total, now - t_start,
+            )  # fmt: skip
         for j in range(i + 1 if symmetric else 0, Kb):
             if hashes_a[i] == hashes_b[j]:
                 continue  # identical clouds: W(alpha, alpha) = 0 exactly

@@ -318,7 +318,14 @@ def dataset_stats(
             params["ridge"] = rid
     if labeled and self_tables and inner in ("exact", "both"):
         self_e = exact_table(
-            pts, class_hashes, pts, class_hashes, symmetric=True, device=Xt.device, inner_options={}
+            pts,
+            class_hashes,
+            pts,
+            class_hashes,
+            symmetric=True,
+            device=Xt.device,
+            inner_options={},
+            dataset=ds,
         )
     return DatasetStats(
         name=ds,
