@@ -230,22 +230,41 @@ def test_many_classes_fail_fast_and_other_pairs_report(three, dask_cluster, tmp_
 
 
 def test_a_programming_error_fails_only_its_pair_and_measure_and_exits_1(three, dask_cluster, tmp_path):  # fmt: skip
-    """A real non-otaudit error today: a seed beyond int64 (the manifest accepts any int)
-    raises ``ValueError: Overflow when unpacking long long`` inside ot_bounds. Each of its
-    rows is failed with "internal error:", the sliced rows of the same blocks are ok, and
-    the exit code is 1 (failed), not 2/3."""
+    """A real non-otaudit error: a statistics entry sealed with a valid checksum by a writer
+    whose schema differs (its ``meta_json`` lacks the fields this version reads, as an older
+    or buggy writer could leave it). The cache's structural checks pass, so the pair worker
+    meets a ``KeyError`` in ``DatasetStats.from_arrays``: each pair of that dataset is failed
+    with "internal error: KeyError", the pair without it is ok, and the exit code is 1
+    (failed: an internal error is not "partial drift"), not 2/3.
+
+    (Up-front validation now refuses every bad manifest value this test used before, e.g. a
+    seed beyond int64, so the trigger is the cache content.)"""
+    import json
+
     from otaudit.app.cli import run_audit
 
     root, uris = three
-    manifest = _manifest(
-        tmp_path / "m.yaml", tmp_path / "out", uris,
-        f"measures:\n  sliced: {{}}\n  ot_bounds: {{batch_size: 16, seed: {2**70}}}",
-    )  # fmt: skip
-    outcome = run_audit(manifest, dask_address=dask_cluster, settings=load_settings())
-    assert outcome["exit_code"] == EXIT_FAILED
-    rows = read_report(outcome["uri"]).pair_rows()
-    by = {m: [r for r in rows if r["measure"] == m] for m in ("sliced", "ot_bounds")}
-    assert len(by["sliced"]) == 3 and {r["status"] for r in by["sliced"]} == {"ok"}
-    assert len(by["ot_bounds"]) == 3 and {r["status"] for r in by["ot_bounds"]} == {"failed"}
-    for r in by["ot_bounds"]:
-        assert r["error"].startswith("internal error: ValueError:") and "\n" not in r["error"]
+    out = tmp_path / "out"
+    first = _manifest(tmp_path / "m1.yaml", out, uris, "measures:\n  sliced: {}")
+    clean = run_audit(first, dask_address=dask_cluster, settings=load_settings())
+    assert clean["exit_code"] == EXIT_OK, clean["summary"]
+    cache = Cache(Store(str(out)))
+    ds = {r["dataset"]: r for r in read_report(clean["uri"]).dataset_rows()}
+    emb = embedding_key(cache, ds["vendor_a"]["fingerprint"], ds["vendor_a"]["embedder"])
+    skey = stats_key(cache, emb, "exact", False)
+    arrays = cache.get_arrays("stats", skey)
+    assert arrays is not None  # the key is the one the audit wrote
+    arrays = dict(arrays, meta_json=np.array(json.dumps({"name": "vendor_a"})))
+    cache.put_arrays("stats", skey, arrays)  # sealed: its checksum is valid
+    # other sliced parameters: the pair results are not cached, the statistics are
+    again = _manifest(tmp_path / "m2.yaml", out, uris, "measures:\n  sliced: {n_projections: 64}")
+    outcome = run_audit(again, dask_address=dask_cluster, settings=load_settings())
+    assert outcome["exit_code"] == EXIT_FAILED, outcome["summary"]
+    rows = {(r["dataset_a"], r["dataset_b"]): r for r in read_report(outcome["uri"]).pair_rows()}
+    assert len(rows) == 3
+    for pair, r in rows.items():
+        if "vendor_a" in pair:
+            assert r["status"] == "failed"
+            assert r["error"].startswith("internal error: KeyError") and "\n" not in r["error"]
+        else:
+            assert r["status"] == "ok" and r["value"] is not None
