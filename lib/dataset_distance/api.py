@@ -1,8 +1,8 @@
 """Optimal Transport Dataset Distance (OTDD).
 
 Alvarez-Melis & Fusi, "Geometric Dataset Distances via Optimal Transport", NeurIPS 2020.
-A dataset ``D = {(x_i, y_i)}`` (uniform weights) is a distribution over labelled points; the
-ground cost between two labelled points is
+A dataset ``D = {(x_i, y_i)}`` (uniform weights) is a distribution over labeled points; the
+ground cost between two labeled points is
 
 .. math::
 
