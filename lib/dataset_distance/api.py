@@ -244,8 +244,9 @@ def otdd(
         y1, y2: ``[n]``, ``[m]`` labels of any hashable type (label sets may differ), or both
             None (unlabeled: plain ``lambda_x * W_2^2``; or ``pseudo_labels=k`` k-means labels).
         inner: label-to-label cost, ``"exact"`` (OT between class clouds) or ``"gaussian"``.
-        solver: outer OT solver for :func:`otaudit.solve_ot` (``"auto"``: exact LP when
-            ``n*m <= config.EXACT_MAX_ENTRIES``, else certified mini-batch bounds).
+        solver: outer OT solver for :func:`otaudit.solve_ot` (``"auto"``: the cost model of
+            :func:`otaudit.core.routes.choose_route`: dense exact LP, sparse exact route, or
+            certified mini-batch bounds when neither fits ``config.EXACT_MEMORY_BYTES``).
         lambda_x, lambda_y: weights of the feature and label terms.
         names: dataset names used in error messages and ``params``.
         inner_options: see :func:`label_costs`.
