@@ -8,14 +8,12 @@ from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
-from otaudit import config
 from otaudit.audit.prepare import dataset_rows
 from otaudit.audit.publish import artifact_rows, publish
 
 from .plan import AuditPlan
-from .retry import is_transient
+from .retry import RETRIED
 
 __all__ = ["publish_report", "collect_rows", "artifact_key"]
 
@@ -34,10 +32,7 @@ def collect_rows(
 
 @task(
     name="publish-report",
-    retries=config.TASK_RETRIES,
-    retry_delay_seconds=config.TASK_RETRY_DELAY_S,
-    retry_condition_fn=is_transient,
-    cache_policy=NO_CACHE,
+    **RETRIED,
 )
 def publish_report(
     plan: AuditPlan,
