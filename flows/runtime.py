@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +30,12 @@ from otaudit.tasks.devices import local_gpu_count
 
 __all__ = [
     "prefect_api",
+    "local_cluster",
+    "start_temporary_server",
+    "stop_temporary_servers",
+    "server_pids",
+    "drain_prefect_logs",
+    "cancel_flow_run",
     "make_task_runner",
     "SettingsDaskTaskRunner",
     "cluster_has_gpus",
@@ -50,6 +58,133 @@ def _configured_api_url(settings: Any) -> str | None:
     return PREFECT_API_URL.value() or None
 
 
+#: The temporary servers started by :func:`prefect_api` that are still running (stopped on
+#: exit of the block, or at once by :func:`stop_temporary_servers` on an interrupt).
+_RUNNING: list[Any] = []
+
+
+def _prctl() -> Any:
+    """libc's ``prctl`` (Linux), resolved in the parent: the forked child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _child_setup(parent: int) -> Any:
+    """``preexec_fn`` of the server: its own process group (a Ctrl-C in the terminal goes to
+    the CLI, which stops the server in order) and, on Linux, ``PR_SET_PDEATHSIG`` = SIGTERM
+    so the kernel stops it when the process that started it dies (even by ``kill -9``)."""
+    prctl = _prctl()
+
+    def setup() -> None:  # runs in the child between fork and exec: no imports, no locks
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+def _server_class() -> type:
+    """Prefect's :class:`~prefect.server.api.server.SubprocessASGIServer` with one hook
+    changed, ``_run_uvicorn_command`` (the same command and environment as Prefect's):
+
+    - the server runs in its own process group and dies with its parent (:func:`_child_setup`);
+    - its stdout/stderr go to ``PREFECT_HOME/otaudit-server.log``, not the user's terminal
+      (uvicorn's shutdown noise is not an error of the audit).
+    """
+    import subprocess
+
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class TemporaryServer(SubprocessASGIServer):
+        log_path: str | None = None
+
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            self.log_path = _log_path("otaudit-server.log")
+            log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+            try:
+                return subprocess.Popen(
+                    args=[
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "--app-dir",
+                        str(prefect.__module_path__.parent),
+                        "--factory",
+                        "prefect.server.api.server:create_app",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.port),
+                        "--log-level",
+                        "error",
+                        "--lifespan",
+                        "on",
+                    ],
+                    env={
+                        **os.environ,
+                        "PREFECT_UI_ENABLED": "0",
+                        "PREFECT__SERVER_EPHEMERAL": "1",
+                        "PREFECT__SERVER_FINAL": "1",
+                        **get_current_settings().to_environment_variables(exclude_unset=True),
+                    },
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    preexec_fn=_child_setup(os.getpid()),
+                )
+            finally:
+                log.close()
+
+    return TemporaryServer
+
+
+def start_temporary_server(timeout_s: int | None = None) -> Any:
+    """Start a temporary Prefect server on a free loopback port (see :func:`_server_class`);
+    the caller stops it (``.stop()``)."""
+    from otaudit.tasks.settings import PREFECT_SERVER_START_TIMEOUT_S
+
+    server = _server_class()(port=_free_port())
+    try:
+        server.start(timeout=timeout_s or PREFECT_SERVER_START_TIMEOUT_S)
+    except Exception as e:  # say where the server's own output went
+        server.stop()
+        raise RuntimeError(f"{e} (server log: {server.log_path})") from e
+    except BaseException:  # an interrupt: never leave it running
+        server.stop()
+        raise
+    return server
+
+
+def server_pids() -> list[int]:
+    """Process ids of the temporary servers that :func:`prefect_api` is running now."""
+    return [s.server_process.pid for s in _RUNNING if s.server_process is not None]
+
+
+def stop_temporary_servers() -> None:
+    """Stop every running temporary server now (SIGTERM, then SIGKILL after 2 s), without
+    draining logs: for an interrupt whose orderly shutdown ran out of time."""
+    for server in list(_RUNNING):
+        proc = server.server_process
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=2)
+            except Exception:  # noqa: BLE001 - TimeoutExpired: it did not stop
+                proc.kill()
+        with contextlib.suppress(ValueError):
+            _RUNNING.remove(server)
+
+
 @contextlib.contextmanager
 def prefect_api(settings: Any, *, timeout_s: int | None = None) -> Iterator[str]:
     """Make sure a Prefect API is available and exported; yields its URL.
@@ -57,54 +192,136 @@ def prefect_api(settings: Any, *, timeout_s: int | None = None) -> Iterator[str]
     Order: ``settings.prefect_api_url`` (``OTAUDIT_PREFECT_API_URL``), else the active
     Prefect setting ``PREFECT_API_URL`` (environment, profile, or a test harness), else a
     temporary local server started here (uvicorn subprocess on a free loopback port, the
-    database under ``PREFECT_HOME``) and stopped on exit. In every case the URL is exported
-    as ``PREFECT_API_URL`` for the Dask workers started inside the block.
-    """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    database under ``PREFECT_HOME``, its own process group, dying with this process) and
+    stopped on exit. In every case the URL is exported as ``PREFECT_API_URL`` for the Dask
+    workers started inside the block, and set in Prefect's settings context; ephemeral mode
+    is switched off inside the block, so nothing (a log worker, a client in another thread)
+    can start a second server.
 
-    from otaudit.tasks.settings import PREFECT_SERVER_START_TIMEOUT_S
+    On exit Prefect's log and event workers are drained (bounded wait) while the URL is
+    still set and the server still running; then the server stops.
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
+        temporary_settings,
+    )
 
     url = _configured_api_url(settings)
     server = None
     if url is None:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        server = SubprocessASGIServer(port=_free_port())
-        server.start(timeout=timeout_s or PREFECT_SERVER_START_TIMEOUT_S)
+        server = start_temporary_server(timeout_s)
+        _RUNNING.append(server)
         url = server.api_url
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+        with temporary_settings(
+            updates={PREFECT_API_URL: url, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}
+        ):
+            drain_s = 5.0
+            try:
+                yield url
+            except BaseException:  # an interrupt or an error: wait less for the logs
+                drain_s = 1.0
+                raise
+            finally:
+                if server is not None and server in _RUNNING:
+                    drain_prefect_logs(drain_s)
     finally:
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = previous
         if server is not None:
-            _drain_prefect_logs()
             server.stop()
+            with contextlib.suppress(ValueError):
+                _RUNNING.remove(server)
 
 
-def _drain_prefect_logs() -> None:
-    """Flush Prefect's log and event workers before the server they talk to goes away."""
+def drain_prefect_logs(timeout_s: float = 5.0) -> None:
+    """Flush Prefect's log and event workers that exist (none is created here), waiting at
+    most ``timeout_s`` each: before the server they talk to goes away."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
-    from prefect.utilities.asyncutils import run_coro_as_sync
 
-    async def drain() -> None:
-        import inspect
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # best effort: the run's outcome is known
+            worker.drain_all(timeout=timeout_s)
 
-        with contextlib.suppress(RuntimeError):  # a worker that never started
-            res = APILogWorker.instance().drain()
-            if inspect.isawaitable(res):
-                await res
-        res = EventsWorker.drain_all()
-        if inspect.isawaitable(res):
-            await res
 
-    run_coro_as_sync(drain())
+def cancel_flow_run(flow_run_id: Any, message: str, timeout_s: float = 3.0) -> bool:
+    """Set a flow run's state to Cancelled (forced: the engine may already have marked it
+    Crashed on the interrupt). Call inside :func:`prefect_api`. True when the API took it."""
+    if flow_run_id is None:
+        return False
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    try:
+        with get_client(sync_client=True, httpx_settings={"timeout": timeout_s}) as client:
+            client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
+        return True
+    except Exception:  # noqa: BLE001 - the API may be gone already; the exit says why
+        return False
+
+
+def _log_path(name: str) -> str:
+    """``PREFECT_HOME/<name>`` (the folder is created)."""
+    from prefect.settings import PREFECT_HOME
+
+    home = str(PREFECT_HOME.value())
+    os.makedirs(home, exist_ok=True)
+    return os.path.join(home, name)
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str) -> Iterator[None]:
+    """Point file descriptor 2 at ``path`` (appending) inside the block: child processes
+    started there inherit it; this process's stderr is restored on exit."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def local_cluster(settings: Any, *, close_timeout_s: float = 3.0) -> Iterator[str]:
+    """A Dask LocalCluster sized by the settings (:func:`_cluster_kwargs`); yields its
+    scheduler address. Call it inside :func:`prefect_api` (the workers inherit the URL).
+
+    The worker processes (and multiprocessing's resource tracker) are started with their
+    stderr on ``PREFECT_HOME/otaudit-dask.log`` instead of the terminal (file descriptor 2
+    is pointed there while the cluster starts, then restored): a Ctrl-C reaches every
+    process of the terminal's foreground group, and a worker's ``KeyboardInterrupt``
+    traceback or its shutdown noise is not the user's business; the CLI decides what an
+    interrupt does (cancel the run, close this cluster in order). Workers stop when this
+    process exits or dies (distributed's parent-alive pipe). Failures of the work itself
+    are in the report, with their reasons.
+    """
+    from distributed import LocalCluster
+    from distributed.deploy.spec import SpecCluster
+
+    before = set(SpecCluster._instances)
+    try:
+        with _stderr_to(_log_path("otaudit-dask.log")):
+            cluster = LocalCluster(**_cluster_kwargs(settings))
+    except BaseException:  # interrupted while starting: its workers die with this process;
+        for partial in set(SpecCluster._instances) - before:  # no close at exit (a traceback)
+            partial.shutdown_on_close = False
+        raise
+    try:
+        yield cluster.scheduler_address
+    finally:
+        with contextlib.suppress(Exception):  # closing is best effort; workers die with us
+            cluster.close(timeout=close_timeout_s)
 
 
 def _cluster_kwargs(settings: Any) -> dict[str, Any]:
@@ -133,6 +350,9 @@ def _cluster_kwargs(settings: Any) -> dict[str, Any]:
         "threads_per_worker": int(settings.threads_per_worker),
         "processes": True,
         "dashboard_address": None,
+        # the scheduler's HTTP routes (health, metrics) on a free port, not 8787 (in use ->
+        # a multi-line UserWarning on every run of a second audit on the machine)
+        "scheduler_kwargs": {"dashboard": False, "dashboard_address": ":0"},
         "env": env,
     }
     if local_gpu_count() > 0:

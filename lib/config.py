@@ -264,16 +264,56 @@ EMBEDDER_VERSION: int = 1
 #: Version of the cached-array layout; part of every cache key.
 CACHE_VERSION: int = 1
 
-DATA: tuple[str, ...] = ("SHARD_ROWS", "EMBED_ROWS_PER_BATCH", "EMBEDDER_VERSION", "CACHE_VERSION")
+# --- manifest limits (issue 16: validated before any dataset is read) -------------------
+#: Largest sizes a manifest may ask for; anything above is a one-line InputError naming the
+#: limit (a ``sliced: {n_projections: 1e9}`` would otherwise exhaust memory in every block).
+MANIFEST_MAX_BATCH_SIZE: int = 65_536
+MANIFEST_MAX_BUDGET: int = 10_000_000
+MANIFEST_MAX_ITER: int = 100_000_000
+MANIFEST_MAX_ROUNDS: int = 1_000
+MANIFEST_MAX_PROJECTIONS: int = 16_384
+MANIFEST_MAX_FRAMES: int = 256
+MANIFEST_MAX_FLOW_STEPS: int = 10_000
+MANIFEST_MAX_SHARD_ROWS: int = 10_000_000
+#: YAML: alias references allowed in one manifest, and nodes of the document once every
+#: alias is expanded (a "billion laughs" manifest fails in milliseconds, not 67 s / 1.3 GB).
+YAML_MAX_ALIASES: int = 100
+YAML_MAX_NODES: int = 100_000
+
+DATA: tuple[str, ...] = (
+    "SHARD_ROWS",
+    "EMBED_ROWS_PER_BATCH",
+    "EMBEDDER_VERSION",
+    "CACHE_VERSION",
+    "MANIFEST_MAX_BATCH_SIZE",
+    "MANIFEST_MAX_BUDGET",
+    "MANIFEST_MAX_ITER",
+    "MANIFEST_MAX_ROUNDS",
+    "MANIFEST_MAX_PROJECTIONS",
+    "MANIFEST_MAX_FRAMES",
+    "MANIFEST_MAX_FLOW_STEPS",
+    "MANIFEST_MAX_SHARD_ROWS",
+    "YAML_MAX_ALIASES",
+    "YAML_MAX_NODES",
+)
 
 # ======================================================================================
 # Pipeline (otaudit.audit, tasks, flows, app)
 # ======================================================================================
 
 # --- report -----------------------------------------------------------------------------
-#: Version of the report schema written in the Parquet file metadata (2: ``datasets.parquet``
-#: has a ``device`` column and ``pairs.parquet`` per-bound certificates; 1 is still read).
-REPORT_SCHEMA_VERSION: int = 2
+#: Version of the report schema written in the Parquet file metadata (3: ``pairs.parquet``
+#: has ``distance``/``distance_lower``/``distance_upper``; 2: ``datasets.parquet`` has a
+#: ``device`` column and ``pairs.parquet`` per-bound certificates; 0-2 are still read).
+REPORT_SCHEMA_VERSION: int = 3
+#: Significant digits of every number the summary, report.html and artifact tables display.
+DISPLAY_DIGITS: int = 4
+#: Folder below ``<output>/<name>/`` of the hive-partitioned history of all complete runs
+#: (``history/run=<id>/pairs.parquet``; one new file per run, never rewritten).
+HISTORY_DIR: str = "history"
+#: Prefect event emitted when a run drifted from the previous complete run (or from a
+#: threshold); its resource is ``otaudit.audit.<name>``.
+DRIFT_EVENT: str = "otaudit.drift"
 #: Summary: a pair is a near-duplicate when its distance is below this fraction of the
 #: median distance of the audit (per measure).
 NEAR_DUPLICATE_FRACTION: float = 0.25
@@ -295,6 +335,10 @@ TASK_RETRY_DELAY_S: float = 1.0
 DEFAULT_CRON: str = "0 2 * * *"
 #: Seconds to wait for a temporary local Prefect server to answer.
 PREFECT_SERVER_START_TIMEOUT_S: int = 120
+#: CLI: seconds an interrupted audit (SIGINT/SIGTERM) may take to cancel its flow run and
+#: stop its Dask cluster and Prefect server in order, before its child processes are killed
+#: (the whole exit stays under 10 s).
+INTERRUPT_GRACE_S: float = 5.0
 
 # --- CLI demo ---------------------------------------------------------------------------
 #: ``otaudit demo``: random seed and additive noise (digits pixels are 0..16).
@@ -307,6 +351,9 @@ DEMO_OTDD_THRESHOLD: float = 45.0
 
 PIPELINE: tuple[str, ...] = (
     "REPORT_SCHEMA_VERSION",
+    "DISPLAY_DIGITS",
+    "HISTORY_DIR",
+    "DRIFT_EVENT",
     "NEAR_DUPLICATE_FRACTION",
     "SUMMARY_NEIGHBOURS",
     "SCREEN_ORDER",
@@ -316,6 +363,7 @@ PIPELINE: tuple[str, ...] = (
     "TASK_RETRY_DELAY_S",
     "DEFAULT_CRON",
     "PREFECT_SERVER_START_TIMEOUT_S",
+    "INTERRUPT_GRACE_S",
     "DEMO_SEED",
     "DEMO_NOISE_STD",
     "DEMO_OTDD_THRESHOLD",

@@ -1,5 +1,6 @@
 """Per-dataset work: ONE Prefect task per dataset (retried on storage errors) that calls
-:func:`otaudit.audit.prepare.prepare_dataset` — fingerprint, embed, statistics, all through
+:func:`otaudit.audit.prepare.prepare_dataset` — fingerprint, embed (each shard one Dask
+task through :func:`shard_executor`, never a Prefect task), statistics, all through
 the content-addressed cache under ``<output>/_cache/`` — and returns a small
 :class:`DatasetRef` (references, never arrays), or the :class:`DatasetFailure` of a dataset
 whose preparation failed for good, so the flow goes on and only this dataset's pairs fail.
@@ -7,9 +8,11 @@ whose preparation failed for good, so the flow goes on and only this dataset's p
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from otaudit import config
@@ -35,7 +38,48 @@ __all__ = [
     "stats_inner",
     "failed_dataset_row",
     "describe_error",
+    "shard_executor",
 ]
+
+
+@contextlib.contextmanager
+def shard_executor() -> Iterator[Any]:
+    """The Dask cluster as a ``concurrent.futures.Executor`` for the shards of the dataset
+    this task prepares, or None outside a Dask worker (then shards run in process).
+
+    ``worker_client()`` secedes this task from its worker's thread pool while it waits
+    (so a 1-thread worker runs shard tasks instead of deadlocking) and rejoins on exit.
+    With GPU workers in the cluster, shard tasks are restricted to them by address
+    (``workers=``, not ``resources=``: a seceded task keeps holding its ``GPU`` resource,
+    so asking for the resource again could wait forever on a 1-GPU cluster).
+    """
+    try:
+        from distributed import get_worker, worker_client
+
+        get_worker()
+    except (ImportError, ValueError):  # not inside a Dask worker
+        yield None
+        return
+    with worker_client() as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        gpus = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get("GPU"))
+        kwargs: dict[str, Any] = {"pure": False}
+        if gpus:
+            kwargs.update(workers=gpus, allow_other_workers=False)
+        yield client.get_executor(**kwargs)
+
+
+def _progress_logger(name: str) -> Any:
+    """``progress(done, total)`` that logs shards done at about every 10 %."""
+    log = get_run_logger()
+    step: dict[str, int] = {"next": 0}
+
+    def progress(done: int, total: int) -> None:
+        if done >= step["next"] or done == total:
+            log.info("%s: embedded %d/%d shards", name, done, total)
+            step["next"] = done + max(1, total // 10)
+
+    return progress
 
 
 def open_cache(plan: AuditPlan) -> Any:
@@ -56,7 +100,9 @@ def prepare_dataset(spec: Any, plan: AuditPlan) -> DatasetRef | DatasetFailure:
     failure is returned as a :class:`DatasetFailure` — never raised."""
     try:
         worker_device("auto")  # on a CUDA worker: its own GPU becomes current (device: auto)
-        return _prepare(spec, plan)
+        progress = _progress_logger(spec.name)
+        with shard_executor() as executor:  # shards as Dask tasks, not Prefect tasks
+            return _prepare(spec, plan, executor=executor, progress=progress)
     except Exception as e:  # noqa: BLE001 - recorded in the report with its reason
         if reraise_for_retry(e):
             raise

@@ -63,7 +63,8 @@ def test_missing_manifest_is_one_line():
     ]
 
 
-def test_report_command(tmp_path):
+def _write_small_report(root) -> str:
+    """A complete one-pair report ``reg/run=r1`` under ``root``; returns its URI."""
     row = report.pair_row(
         run_id="r1", dataset_a="a", dataset_b="b", measure="otdd",
         result=otaudit.OTResult(value=4.0, lower=4.0, upper=4.0, certified=True,
@@ -91,7 +92,11 @@ def test_report_command(tmp_path):
         summary=md,
         heatmap_png=None,
     )
-    uri = report.write_report(Store(str(tmp_path)), "reg", "r1", files)
+    return report.write_report(Store(str(root)), "reg", "r1", files)
+
+
+def test_report_command(tmp_path):
+    uri = _write_small_report(tmp_path)
     res = runner.invoke(app, ["report", str(tmp_path / "reg")])
     assert res.exit_code == 0, res.output
     assert "# otaudit report `reg` — run `r1`" in res.output and uri in res.output

@@ -177,8 +177,9 @@ def test_audit_cache_and_partial_failure_on_s3(lake, dask_cluster):
 
     # --- no half-written report: every run prefix is complete ---------------------------
     audits = Store(f"s3://{bucket}/audits/lake-audit", so)
-    runs = audits.ls()
+    runs = [r for r in audits.ls() if r != "history"]  # history/: one file per run
     assert len(runs) == 4 and all(r.startswith("run=") for r in runs)
+    assert audits.ls("history") == runs  # each complete run added its pairs to history/
     for r in runs:
         assert audits.exists(r, "_SUCCESS")
         assert set(audits.ls(r)) == {
@@ -187,6 +188,7 @@ def test_audit_cache_and_partial_failure_on_s3(lake, dask_cluster):
             "datasets.parquet",
             "summary.md",
             "heatmap.png",
+            "report.html",
         }
 
     # --- `otaudit report` prints the latest summary -------------------------------------

@@ -386,7 +386,9 @@ def _rerun_completes_and_leaks_nothing(lake: _S3Lake, dask_cluster: str, *first_
     assert SECRET not in blob and KEY not in blob
 
 
-REPORT_FILES = {"_SUCCESS", "pairs.parquet", "datasets.parquet", "summary.md", "heatmap.png"}
+REPORT_FILES = {
+    "_SUCCESS", "pairs.parquet", "datasets.parquet", "summary.md", "heatmap.png", "report.html",
+}  # fmt: skip
 
 
 @pytest.mark.timeout(240)

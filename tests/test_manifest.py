@@ -155,11 +155,15 @@ def test_bad_dataset_fields(old, new, dataset, field, needle):
         ),
         (BASE.replace("pairs: all", "pairs: some"), "pairs", "invalid pairs value 'some'"),
         (BASE + "colour: red\n", "colour", "unknown key 'colour'"),
-        (BASE.replace("budget: 64", "budget: -1"), "measures.ot_bounds.budget", "greater than 0"),
+        (
+            BASE.replace("budget: 64", "budget: -1"),
+            "measures.ot_bounds.budget",
+            "whole number from 1 to",
+        ),
         (
             BASE.replace("batch_size: 256", "batch_size: abc"),
             "measures.ot_bounds.batch_size",
-            "valid integer",
+            "whole number",
         ),
         (
             BASE.replace("budget: 64}", "budget: 64, block_solver: lp}"),
@@ -240,7 +244,7 @@ _SLICED = BASE.replace("  otdd: {inner: exact}\n", "  otdd: {inner: exact}\n  sl
         (
             _SLICED.replace("sliced: {}", "sliced: {n_projections: 0}"),
             "measures.sliced.n_projections",
-            "greater than 0",
+            "whole number from 1 to",
         ),
         (
             BASE.replace(

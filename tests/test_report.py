@@ -139,7 +139,13 @@ def test_summary_has_table_neighbours_flags_and_failures():
     assert "- `a` → `b` (1) **near-duplicate**" in md  # 1 < 0.25 * median(1, 9, 10)
     assert "| otdd | `a` – `c` | 10 | 9.5 |" in md
     assert "dataset `d`: no such column" in md
-    assert "| ot_bounds | `a` – `b` | 1.5 | 2 | 2.5 | 0.4 | minibatch |" in md
+    # squared bounds say so, the interval comes first, the midpoint is labelled, gap relative
+    assert (
+        "| ot_bounds | `a` – `b` | bracketed | W2² 1.5 | W2² 2.5 | midpoint W2² 2 "
+        "| [1.225, 1.581] | 0.4 | minibatch |"
+    ) in md
+    assert "| `a` | 0 | [1.225, 1.581] | — |" in md  # ot_bounds distance table: an interval
+    assert "`gap` is relative" in md
     assert "wall time of the audit: 3.00 s" in md
 
 
@@ -167,7 +173,7 @@ def test_summary_states_screening_and_labels_estimates():
     )  # fmt: skip
     assert "Screened 3 pairs by sliced estimate, certified measures on the 2 nearest" in md
     assert "- `a` – `b` (" in md and "- `b` – `c` (" in md and "- `a` – `c` (" not in md
-    assert "## sliced: sliced estimate of the distance (sqrt of value; not a bound)" in md
+    assert "## sliced: sliced estimate of the distance (≈ sqrt of sliced²; not a bound)" in md
     assert "## Estimates (not bounds)" in md and "3 pair result(s) of sliced" in md
     assert "every computed value is exact (lower = value = upper; methods: exact)" in md
     # only estimates: no claim that anything is exact, no screening section
@@ -264,7 +270,7 @@ def test_reads_a_v1_report_and_derives_its_certificates(tmp_path):
     """A schema-1 report (one ``certified`` flag per row, no ``device``) reads with both
     certificate columns equal to ``certified``, ``kind`` derived, ``device`` null."""
     pairs, ds = _rows("r1")
-    v2_only = {"lower_certified", "upper_certified", "kind"}
+    v2_only = {"lower_certified", "upper_certified", "kind", *report.DISTANCE_COLUMNS}
     v1_pairs = pa.table(
         {c: [r[c] for r in pairs] for c in report.PAIRS_SCHEMA.names if c not in v2_only}
     )

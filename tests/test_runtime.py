@@ -106,3 +106,54 @@ def test_one_task_retries_storage_errors_then_returns_its_failure(prefect_harnes
     ]
     assert calls.count("flaky") == 3 and calls.count("down") == 3  # 1 try + 2 retries
     assert calls.count("bad") == 1  # bad input is not retried
+
+
+# --- the temporary Prefect server: its own process group, dies with its parent ---------------
+
+
+def test_temporary_server_has_own_group_and_dies_with_kill_9(tmp_path):
+    """A process starts a temporary server (flows.runtime.start_temporary_server) and is
+    killed with SIGKILL (no atexit, no cleanup): the kernel's death signal (Linux
+    PR_SET_PDEATHSIG) stops the server within seconds. The server is in its own process
+    group, so a Ctrl-C in the terminal does not reach it before the CLI stops it in order."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the death signal is Linux's prctl")
+    code = (
+        "import sys, time\n"
+        "from otaudit.flows.runtime import start_temporary_server\n"
+        "s = start_temporary_server()\n"
+        "print(s.server_process.pid, s.api_url, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    # migrate first: on a loaded machine a fresh database can miss the server's start timeout
+    prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
+    subprocess.run(
+        [prefect, "server", "database", "upgrade", "-y"],
+        env=env, capture_output=True, timeout=600, check=True,
+    )  # fmt: skip
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        line = parent.stdout.readline()
+        pid, url = int(line.split()[0]), line.split()[1]
+        server = psutil.Process(pid)
+        assert "uvicorn" in " ".join(server.cmdline()) and url.endswith("/api")
+        assert os.getpgid(pid) == pid != os.getpgid(parent.pid)  # its own process group
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the temporary server outlived its parent"
+        time.sleep(0.2)

@@ -14,11 +14,14 @@ Errors a user can cause (InputError, StorageError) are printed as ONE line, no t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +55,36 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 class _Progress:
-    """Rich progress bars fed by polling the Prefect API for this run's task runs."""
+    """Rich progress bars (on stderr) fed by polling the Prefect API for this run's task runs.
 
-    def __init__(self, run_id: str, n_datasets: int, n_blocks: int, enabled: bool):
+    The polling thread talks to ``api_url`` explicitly, with Prefect's ephemeral mode off:
+    Prefect's settings context is per thread, so a client created in a new thread without
+    them would start a second temporary server of its own (issue 17). It is stopped (and
+    joined) before the server goes away. Cosmetic: any error only stops the bars.
+    """
+
+    def __init__(
+        self, run_id: str, n_datasets: int, n_blocks: int, n_pairs: int, enabled: bool,
+        api_url: str | None = None,
+    ):  # fmt: skip
         self.run_id = run_id
+        self.api_url = api_url
         self.totals = {"prepare-dataset": n_datasets, "pair-block": n_blocks}
+        self.n_pairs = n_pairs
         self.enabled = enabled
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread = threading.Thread(target=self._run, daemon=True, name="otaudit-bars")
             self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=3)
 
     def _counts(self, client: Any) -> dict[str, int]:
         from prefect.client.schemas.filters import (
@@ -96,30 +110,50 @@ class _Progress:
         }
 
     def _run(self) -> None:
+        from prefect.settings import (
+            PREFECT_API_URL,
+            PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
+            temporary_settings,
+        )
+
+        updates: dict[Any, Any] = {PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}
+        if self.api_url:
+            updates[PREFECT_API_URL] = self.api_url
+        try:
+            with temporary_settings(updates=updates):
+                self._poll()
+        except Exception:  # noqa: BLE001 - the bars are cosmetic; the flow reports errors
+            return
+
+    def _poll(self) -> None:
         from prefect.client.orchestration import get_client
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         with (
+            get_client(sync_client=True) as client,
             Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                console=Console(stderr=True),
                 transient=False,
             ) as bar,
-            get_client(sync_client=True) as client,
         ):
             ids = {
                 "prepare-dataset": bar.add_task(
-                    "datasets (embed + stats)", total=self.totals["prepare-dataset"]
+                    "datasets (read, embed, statistics)", total=self.totals["prepare-dataset"]
                 ),
-                "pair-block": bar.add_task("pair blocks", total=self.totals["pair-block"]),
+                "pair-block": bar.add_task(
+                    f"pair blocks ({self.n_pairs} pairs)", total=self.totals["pair-block"]
+                ),
             }
             while True:
                 stop = self._stop.wait(0.5)
                 try:
                     counts = self._counts(client)
-                except Exception:  # noqa: BLE001 - the bar is cosmetic; the flow reports errors
+                except Exception:  # noqa: BLE001 - cosmetic; try again at the next tick
                     counts = None
                 if counts is not None:
                     for k, tid in ids.items():
@@ -140,24 +174,38 @@ def run_audit(
     """Run the ``audit`` flow on the configured environment and return its outcome.
 
     Environment (from :func:`otaudit.config.load_settings` unless ``settings`` is given):
-    the Prefect API (``OTAUDIT_PREFECT_API_URL``/``PREFECT_API_URL``, else a temporary local
-    server), the Dask scheduler (``dask_address``/``OTAUDIT_DASK_ADDRESS``, else a
-    LocalCluster of ``n_workers`` x ``threads_per_worker``), whether the cache is read
-    (``use_cache``, else ``OTAUDIT_CACHE``, default true).
+    the Prefect API (``OTAUDIT_PREFECT_API_URL``/``PREFECT_API_URL``, else ONE temporary
+    local server for this call), the Dask scheduler (``dask_address``/``OTAUDIT_DASK_ADDRESS``,
+    else a LocalCluster of ``n_workers`` x ``threads_per_worker``, closed on return), whether
+    the cache is read (``use_cache``, else ``OTAUDIT_CACHE``, default true).
+
+    An interrupt (``KeyboardInterrupt``; the CLI turns SIGINT/SIGTERM into one) cancels the
+    flow run in the API, then the cluster and the server are stopped, in that order, and the
+    exception propagates.
 
     Raises:
         InputError: bad manifest. StorageError: output store unreachable.
     """
-    from otaudit.audit.report import new_run_id
     from otaudit.config import load_settings
     from otaudit.data.manifest import load_manifest, select_pairs
-    from otaudit.tasks.plan import plan_blocks
 
     settings = settings or load_settings()
     m = load_manifest(manifest)  # fail fast (one line) before any server or cluster starts
+    from otaudit.audit.plan import plan_blocks
+    from otaudit.audit.preflight import check_preflight
+    from otaudit.audit.report import new_run_id
+
+    for line in check_preflight(m).warnings():  # metadata only; exit 1 if no pair computable
+        typer.echo(line, err=True)
     address = dask_address or settings.dask_address
     from otaudit.flows.audit import audit
-    from otaudit.flows.runtime import cluster_threads, make_task_runner, prefect_api
+    from otaudit.flows.runtime import (
+        cancel_flow_run,
+        cluster_threads,
+        local_cluster,
+        make_task_runner,
+        prefect_api,
+    )
 
     n_threads = (
         cluster_threads(address)
@@ -165,18 +213,131 @@ def run_audit(
         else int(settings.n_workers) * int(settings.threads_per_worker)
     )
     run_id = new_run_id()
-    n_blocks = len(plan_blocks(select_pairs(m), n_threads))
+    pairs = select_pairs(m)
+    n_blocks = len(plan_blocks(pairs, n_threads))
     cache = settings.cache if use_cache is None else use_cache
-    with prefect_api(settings):
+    with prefect_api(settings) as api_url, contextlib.ExitStack() as stack:
+        if not address:
+            address = stack.enter_context(local_cluster(settings))
         flow = audit.with_options(task_runner=make_task_runner(settings, address=address))
-        with _Progress(run_id, len(m.datasets), n_blocks, progress):
-            return flow(
-                manifest=str(manifest),
-                run_id=run_id,
-                output=out,
-                n_threads=n_threads,
-                use_cache=cache,
-            )
+        try:
+            with _Progress(run_id, len(m.datasets), n_blocks, len(pairs), progress, api_url):
+                return flow(
+                    manifest=str(manifest),
+                    run_id=run_id,
+                    output=out,
+                    n_threads=n_threads,
+                    use_cache=cache,
+                )
+        except KeyboardInterrupt as e:
+            why = f"interrupted by {getattr(e, 'signal_name', 'KeyboardInterrupt')}"
+            cancel_flow_run(getattr(e, "flow_run_id", None), why)
+            raise
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during an audit (raised in the main thread by :class:`_Signals`)."""
+
+    def __init__(self, signum: int, flow_run_id: Any):
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        self.flow_run_id = flow_run_id
+        super().__init__(self.signal_name)
+
+
+class _Signals:
+    """Clean interrupts of an audit: SIGINT (Ctrl-C) and SIGTERM raise :class:`_Interrupted`
+    in the main thread, which cancels the flow run and stops the Dask cluster and the
+    temporary Prefect server in order (:func:`run_audit`). A watchdog bounds that: after
+    ``config.INTERRUPT_GRACE_S`` (or at a second signal) it kills this process's children
+    and exits. Either way ONE line ``interrupted: ...`` is printed and the exit code is
+    128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, grace_s: float):
+        self.grace_s = grace_s
+        self.signum: int | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._said = False
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum or signal.SIGINT)
+
+    def __enter__(self) -> _Signals:
+        with contextlib.suppress(ImportError):
+            import psutil  # noqa: F401 - loaded now: the watchdog must not import
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # a second signal: stop now
+            self._hard_exit("second signal")
+        self.signum = signum
+        threading.Thread(target=self._watchdog, daemon=True, name="otaudit-interrupt").start()
+        raise _Interrupted(signum, _current_flow_run_id())
+
+    def _watchdog(self) -> None:
+        if not self._done.wait(self.grace_s):
+            self._hard_exit(f"shutdown took over {self.grace_s:g} s")
+
+    def _hard_exit(self, why: str) -> None:
+        # no imports here: the main thread may hold the import lock of a module it loads
+        psutil = sys.modules.get("psutil")  # imported in __enter__
+        runtime = sys.modules.get("otaudit.flows.runtime")
+        with contextlib.suppress(Exception):
+            if psutil is None and runtime is not None:
+                runtime.stop_temporary_servers()
+            elif psutil is not None:  # the server and the Dask workers: no more waiting
+                for child in psutil.Process().children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+        self.say(f"{why}: child processes killed")
+        os._exit(self.exit_code)
+
+    def say(self, detail: str) -> None:
+        """Print the one ``interrupted:`` line (once)."""
+        with self._lock:
+            if self._said:
+                return
+            self._said = True
+        name = signal.Signals(self.signum or signal.SIGINT).name
+        sys.stderr.write(f"\notaudit: interrupted: {name}; {detail} (exit {self.exit_code})\n")
+        sys.stderr.flush()
+
+
+def _current_flow_run_id() -> Any:
+    """The id of the flow run the main thread is in (None outside a flow run)."""
+    context = sys.modules.get("prefect.context")
+    ctx = context.FlowRunContext.get() if context is not None else None
+    run = getattr(ctx, "flow_run", None)
+    return getattr(run, "id", None)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Any:
+    """Inside the block, warnings reach the terminal as one line each:
+    ``otaudit: warning: Category: message`` (no source line, no file path)."""
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+             line: Any = None) -> None:  # fmt: skip
+        text = " ".join(str(message).split())
+        (file or sys.stderr).write(f"otaudit: warning: {category.__name__}: {text}\n")
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def _version(value: bool) -> None:
@@ -214,20 +375,27 @@ def _run_cli(
     progress: bool,
     debug: bool,
 ) -> dict[str, Any]:
+    from otaudit.config import INTERRUPT_GRACE_S
     from otaudit.errors import OTAuditError
 
-    try:
-        return run_audit(
-            manifest, out=out, dask_address=dask_address, use_cache=use_cache, progress=progress
-        )
-    except OTAuditError as e:
-        raise _fail(str(e)) from None
-    except Exception as e:
-        if debug:
-            raise
-        raise _fail(
-            f"{type(e).__name__}: {e} (unexpected; re-run with --debug for the traceback)"
-        ) from None
+    with _one_line_warnings(), _Signals(INTERRUPT_GRACE_S) as signals:
+        try:
+            return run_audit(
+                manifest, out=out, dask_address=dask_address, use_cache=use_cache,
+                progress=progress,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            signals.signum = signals.signum or signal.SIGINT
+            signals.say("run cancelled, Dask cluster and Prefect server stopped")
+            raise typer.Exit(signals.exit_code) from None
+        except OTAuditError as e:
+            raise _fail(str(e)) from None
+        except Exception as e:
+            if debug:
+                raise
+            raise _fail(
+                f"{type(e).__name__}: {e} (unexpected; re-run with --debug for the traceback)"
+            ) from None
 
 
 @app.command()
@@ -258,14 +426,14 @@ def demo(
 ) -> None:
     """Build a registry from sklearn digits with planted drift and audit it (offline)."""
     _quiet_prefect_console(verbose)
-    from otaudit.app.demo import demo_manifest, write_demo
+    from otaudit.app.demo import demo_manifest, write_demo, write_if_changed
     from otaudit.config import load_settings
 
     t0 = time.perf_counter()
     target = Path(out or load_settings().output)
     paths = write_demo(target)
     mpath = target / "manifest.yaml"
-    mpath.write_text(demo_manifest(target, paths), encoding="utf-8")
+    write_if_changed(mpath, demo_manifest(target, paths))
     typer.echo(f"demo data: {target / 'data'} ({len(paths)} vendors); manifest: {mpath}")
     outcome = _run_cli(str(mpath), None, None, None, sys.stderr.isatty(), False)
     code = _report_outcome(outcome)
@@ -283,8 +451,11 @@ def report(
     storage_options: str | None = typer.Option(
         None, "--storage-options", help="fsspec options as JSON, e.g. '{\"anon\": true}'."
     ),
+    compare: str | None = typer.Option(
+        None, "--compare", help="Run id of the same audit to compare with (prints the changes)."
+    ),
 ) -> None:
-    """Print the summary of a written report."""
+    """Print the summary of a written report (with --compare RUN_ID: what changed)."""
     from otaudit.audit.report import read_report
     from otaudit.errors import OTAuditError
 
@@ -294,6 +465,14 @@ def report(
         raise _fail(
             f"--storage-options is not valid JSON: {e.msg}; fix: pass a JSON object"
         ) from None
+    if compare is not None:
+        from otaudit.audit.history import compare_runs
+
+        try:
+            typer.echo(compare_runs(uri, compare, so))
+        except OTAuditError as e:
+            raise _fail(str(e)) from None
+        return
     try:
         rep = read_report(uri, so)
     except OTAuditError as e:

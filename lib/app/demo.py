@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import config
-from ..data.parquet import write_dataset_parquet
+from ..data.parquet import dataset_table, table_bytes, write_dataset_parquet
 
-__all__ = ["VENDORS", "demo_datasets", "write_demo", "demo_manifest"]
+__all__ = ["VENDORS", "demo_datasets", "write_demo", "write_if_changed", "demo_manifest"]
 
 VENDORS = (
     "vendor_a",
@@ -66,12 +66,27 @@ def demo_datasets(seed: int = config.DEMO_SEED) -> dict[str, tuple[np.ndarray, n
 
 def write_demo(out: str | Path, seed: int = config.DEMO_SEED) -> dict[str, Path]:
     """Write every vendor as ``<out>/data/<name>.parquet`` (columns ``features``, ``label``;
-    :func:`otaudit.data.parquet.write_dataset_parquet`); returns their paths."""
+    :func:`otaudit.data.parquet.write_dataset_parquet`); returns their paths.
+
+    A file that already holds exactly these bytes is left alone (not rewritten), so that a
+    second ``otaudit demo`` sees unchanged datasets and takes everything from the cache."""
     data = Path(out) / "data"
-    return {
-        name: Path(write_dataset_parquet(str(data), name, X, y))
-        for name, (X, y) in demo_datasets(seed).items()
-    }
+    paths = {}
+    for name, (X, y) in demo_datasets(seed).items():
+        path = data / f"{name}.parquet"
+        content = table_bytes(dataset_table(name, X, y), row_group_size=config.SHARD_ROWS)
+        if not (path.is_file() and path.read_bytes() == content):
+            path = Path(write_dataset_parquet(str(data), name, X, y))
+        paths[name] = path
+    return paths
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` unless it already holds it; True when written."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.write_text(text, encoding="utf-8")
+    return True
 
 
 def demo_manifest(

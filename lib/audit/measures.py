@@ -98,14 +98,20 @@ class Loader:
                     f"cached {what} of dataset {ref.name!r} vanished from "
                     f"{self.plan.output!r}/_cache; fix: re-run the audit"
                 )
-            self.loaded[key] = self._place(kind, arrays)
+            self.loaded[key] = self._place(kind, arrays, ref)
         return self.loaded[key]
 
-    def _place(self, kind: str, arrays: dict[str, Any]) -> Any:
+    def _place(self, kind: str, arrays: dict[str, Any], ref: Any = None) -> Any:
         if kind == "stats":
+            import dataclasses
+
             from ..dataset_distance import DatasetStats
 
-            return DatasetStats.from_arrays(arrays, device=self.device)
+            stats = DatasetStats.from_arrays(arrays, device=self.device)
+            # two datasets sharing a file share cached statistics: name the one asked for
+            if ref is not None and stats.name != ref.name:
+                stats = dataclasses.replace(stats, name=ref.name)
+            return stats
         X = arrays["X"]
         if self.device.type == "cpu":
             return X

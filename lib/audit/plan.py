@@ -48,8 +48,8 @@ class AuditPlan:
 
     @property
     def storage_options(self) -> dict[str, Any]:
-        """Storage options of the output store (the manifest's)."""
-        return dict(self.manifest.storage_options)
+        """Storage options of the output store (the manifest's, scoped to its backend)."""
+        return self.manifest.storage_options_for(self.output)
 
     def store(self) -> Any:
         """The output store (``<output>``)."""
@@ -97,7 +97,7 @@ def load_plan(
     m = load_manifest(manifest)
     if output:
         m = m.model_copy(update={"output": output})
-    check_reachable(Store(m.output, m.storage_options or None))
+    check_reachable(Store(m.output, m.storage_options_for(m.output) or None))
     pairs = select_pairs(m)
     return AuditPlan(
         manifest=m,

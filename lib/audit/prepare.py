@@ -9,10 +9,14 @@ failure into a :class:`DatasetFailure`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.secrets import redact
+import numpy as np
+
+from ..data.secrets import redact, redact_uri
 from .plan import AuditPlan
 
 __all__ = [
@@ -86,17 +90,31 @@ class DatasetFailure:
     error: str
 
 
-def prepare_dataset(spec: Any, plan: AuditPlan) -> DatasetRef:
+def prepare_dataset(
+    spec: Any,
+    plan: AuditPlan,
+    *,
+    executor: Executor | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DatasetRef:
     """Fingerprint, embed (shard by shard) and summarise ONE dataset, through the cache.
 
     A cache hit on the statistics skips reading and embedding entirely; a hit on the
-    embeddings skips reading and embedding. Raises InputError/StorageError for a bad
-    dataset or a failing store.
+    embeddings skips reading and embedding. Otherwise every shard is one unit of work
+    (:func:`otaudit.data.embedding.embed_dataset_sharded`): submitted to ``executor`` (the
+    Dask cluster's, from the per-dataset task) or run in this process when None — the same
+    bytes either way — each cached on its own, so a re-run re-embeds only changed shards.
+    ``progress(done, total)`` is called as shards finish. The per-class counts, means and
+    co-moment matrices are merged from the shards' partial moments (stored with the
+    statistics as ``moment_*``); :class:`DatasetStats` keeps its order-free means and
+    covariances from the gathered points, which the OT needs whole anyway.
+    Raises InputError/StorageError for a bad dataset or a failing store.
     """
     from ..data.cache import embedding_key, stats_key
-    from ..data.embedding import embed_dataset
+    from ..data.embedding import embed_dataset_sharded
     from ..data.readers import inspect_dataset
     from ..dataset_distance import dataset_stats
+    from ..dataset_distance.stats import merge_moments, moments_arrays, shard_moments
 
     t_start = time.perf_counter()
     so = plan.manifest.dataset_storage_options(spec)
@@ -113,8 +131,19 @@ def prepare_dataset(spec: Any, plan: AuditPlan) -> DatasetRef:
         arrays = cache.get_arrays("emb", emb_key) if plan.use_cache else None
         device = None
         if arrays is None:
-            e = embed_dataset(spec, so, info.n_shards, plan.manifest.shard_rows)
+            e = embed_dataset_sharded(
+                spec,
+                so,
+                plan.manifest.shard_rows,
+                cache,
+                embedder_id,
+                info.fingerprint,
+                executor=executor,
+                progress=progress,
+                use_cache=plan.use_cache,
+            )
             X, y, read_s, embed_s, device = e.X, e.y, e.read_seconds, e.embed_seconds, e.device
+            moments = e.moments
             payload = {"X": X} if y is None else {"X": X, "y": y}
             if device is not None:
                 payload["device"] = device
@@ -122,10 +151,20 @@ def prepare_dataset(spec: Any, plan: AuditPlan) -> DatasetRef:
         else:
             X, y = arrays["X"], arrays.get("y")
             device = str(arrays["device"]) if "device" in arrays else None
+            bounds = np.cumsum((0, *info.shard_sizes))
+            moments = merge_moments(
+                [
+                    shard_moments(X[a:b], None if y is None else y[a:b])
+                    for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+                ]
+            )
         t0 = time.perf_counter()
         stats = dataset_stats(X, y, name=spec.name, inner=inner, self_tables=self_tables)
         stats_s = time.perf_counter() - t0
-        cache.put_arrays("stats", s_key, stats.to_arrays())
+        merged = moments_arrays(moments, stats.classes)
+        if not np.array_equal(merged["moment_counts"], stats.counts):
+            raise RuntimeError(f"{spec.name}: merged shard counts differ from the class counts")
+        cache.put_arrays("stats", s_key, {**stats.to_arrays(), **merged})
         meta = {
             "n_rows": int(stats.n),
             "n_classes": int(stats.n_classes) if stats.labeled else 0,
@@ -167,7 +206,7 @@ def failed_dataset_row(run_id: str, spec: Any, failure: DatasetFailure) -> dict[
         "embedder": spec.embedder.kind,
         "seconds": None,
         "status": "failed",
-        "error": failure.error,
+        "error": redact_uri(failure.error),
         "cache_hit": False,
         "embed_seconds": None,
         "stats_seconds": None,

@@ -15,6 +15,9 @@ Schema versions (stored in the Parquet metadata under ``otaudit.schema_version``
   one-line reason of a failed pair, else null), ``cached`` (the pair result came from the
   cache). ``datasets``: ``status``, ``error``, ``cache_hit`` (embeddings and statistics were
   read from the cache), ``embed_seconds``, ``stats_seconds``, ``labeled``.
+- ``3``: additive columns. ``pairs``: ``distance``, ``distance_lower``, ``distance_upper``:
+  ``sqrt`` of ``value``/``lower``/``upper`` clamped at 0 (OTDD or W2, in the units of the
+  features; null where the squared column is null).
 - ``2``: additive columns. ``pairs``: ``lower_certified`` / ``upper_certified`` (each bound is
   a certificate: a feasible dual below, a feasible plan above; the sliced rows' ``lower`` is
   certified while their ``value`` is an estimate) and ``kind`` (``exact`` | ``bracketed`` |
@@ -25,33 +28,42 @@ Schema versions (stored in the Parquet metadata under ``otaudit.schema_version``
 (missing additive columns get their neutral value: ``status="ok"``, nulls, ``False``; a
 version-1 table's certificate columns are derived from its ``certified`` column).
 
-Exit codes of an audit (:func:`assess`): ``0`` all pairs computed, none above a threshold;
-``3`` a pair's distance exceeds its measure's threshold (drift); ``2`` partial: at least one
-dataset or pair failed, the rest completed; ``1`` total failure (no pair could be computed,
-or the run could not start: bad manifest, unreachable storage). Precedence: 1 > 2 > 3 > 0.
+``_SUCCESS`` lists every file with its size and sha256; :func:`read_report` verifies them
+and raises ``StorageError("incomplete or corrupt run: <file> (size/hash mismatch); re-run the
+audit")`` when one does not match. Exit codes and the summary: :mod:`otaudit.audit.summary`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import config
+from ..data.secrets import redact_uri
 from ..data.storage import SUCCESS
 from ..errors import StorageError
-from .heatmap import distance, distance_matrix, measure_label, measures_of, render_heatmap
+from .heatmap import render_heatmap
+from .summary import (
+    EXIT_DRIFT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Assessment,
+    assess,
+    render_summary,
+)
 from .tables import (
     DATASETS_CONTRACT,
     DATASETS_SCHEMA,
+    DISTANCE_COLUMNS,
     PAIRS_CONTRACT,
     PAIRS_SCHEMA,
     SCHEMA_VERSION,
@@ -61,10 +73,12 @@ from .tables import (
     result_kind,
     schema_version,
     upgrade,
+    with_distances,
 )
 
 __all__ = [
     "SCHEMA_VERSION",
+    "DISTANCE_COLUMNS",
     "PAIRS_SCHEMA",
     "DATASETS_SCHEMA",
     "PAIRS_CONTRACT",
@@ -88,13 +102,10 @@ __all__ = [
     "report_files",
     "write_report",
     "read_report",
+    "verify_run",
+    "read_run",
     "latest_run",
 ]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_PARTIAL = 2
-EXIT_DRIFT = 3
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -135,7 +146,7 @@ def pair_row(
     certified = bool(r["certified"])
     lower_cert = bool(r.get("lower_certified", certified)) and lower is not None
     upper_cert = bool(r.get("upper_certified", certified)) and upper is not None
-    return {
+    row = {
         "run_id": run_id,
         "dataset_a": dataset_a,
         "dataset_b": dataset_b,
@@ -159,6 +170,7 @@ def pair_row(
         "upper_certified": upper_cert,
         "kind": r.get("kind") or result_kind(lower_cert, upper_cert, lower, upper),
     }
+    return with_distances(row)
 
 
 def result_record(res: Any) -> dict[str, Any]:
@@ -212,258 +224,15 @@ def failed_pair_row(
         "params": json.dumps(dict(params or {}), sort_keys=True, default=str),
         "code_version": code_version,
         "status": "failed",
-        "error": " ".join(str(error).split()),
+        "error": redact_uri(" ".join(str(error).split())),
         "cached": False,
         "lower_certified": None,
         "upper_certified": None,
         "kind": None,
+        "distance": None,
+        "distance_lower": None,
+        "distance_upper": None,
     }
-
-
-# --------------------------------------------------------------------------- assessment
-
-
-@dataclass(frozen=True)
-class Assessment:
-    """What the run means for a scheduler: status, exit code and the rows behind it."""
-
-    status: str  # "ok" | "drift" | "partial" | "failed"
-    exit_code: int
-    flagged: list[dict[str, Any]] = field(default_factory=list)
-    failed_datasets: list[dict[str, Any]] = field(default_factory=list)
-    failed_pairs: list[dict[str, Any]] = field(default_factory=list)
-    n_pairs_ok: int = 0
-
-
-def assess(
-    pair_rows: Sequence[Mapping[str, Any]],
-    dataset_rows: Sequence[Mapping[str, Any]],
-    thresholds: Mapping[str, float] | None = None,
-) -> Assessment:
-    """Classify a run; thresholds compare the *distance* ``sqrt(value)`` per measure."""
-    thresholds = dict(thresholds or {})
-    ok = [r for r in pair_rows if r.get("status", "ok") == "ok"]
-    failed_pairs = [dict(r) for r in pair_rows if r.get("status", "ok") != "ok"]
-    failed_ds = [dict(r) for r in dataset_rows if r.get("status", "ok") != "ok"]
-    flagged = []
-    for r in ok:
-        lim = thresholds.get(r["measure"])
-        d = distance(r["value"])
-        if lim is not None and d is not None and d > lim:
-            flagged.append({**r, "distance": d, "threshold": float(lim)})
-    if pair_rows and not ok or (not pair_rows and failed_ds):
-        status, code = "failed", EXIT_FAILED
-    elif failed_pairs or failed_ds:
-        status, code = "partial", EXIT_PARTIAL
-    elif flagged:
-        status, code = "drift", EXIT_DRIFT
-    else:
-        status, code = "ok", EXIT_OK
-    return Assessment(status, code, flagged, failed_ds, failed_pairs, len(ok))
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def _fmt(x: float | None, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
-    return f"{x:.{digits}g}"
-
-
-def _screening_lines(
-    screening: Mapping[str, Any], pair_rows: Sequence[Mapping[str, Any]]
-) -> list[str]:
-    """The summary's screening section: how many pairs were screened, which were kept."""
-    measure = str(screening.get("measure", "sliced"))
-    kept = [tuple(p) for p in screening.get("kept", [])]
-    keep, order = int(screening["keep"]), str(screening["order"])
-    estimate = {
-        (r["dataset_a"], r["dataset_b"]): r["value"]
-        for r in pair_rows
-        if r["measure"] == measure and r.get("status", "ok") == "ok"
-    }
-    line = (
-        f"Screened {screening['n_pairs']} pairs by {measure} estimate, certified measures "
-        f"on the {len(kept)} {order} (`screen: {{keep: {keep}, order: {order}}}`)"
-    )
-    if len(kept) < keep:
-        line += f"; only {len(kept)} pair(s) had an estimate"
-    out = ["## Screening", "", line + ".", ""]
-    out.append(
-        f"The {measure} estimate ranks pairs; it is not a bound (`certified=False`). "
-        "Pairs not kept have only their estimate. Kept pairs, best first "
-        "(estimated distance, sqrt of value):"
-    )
-    out.append("")
-    for a, b in kept:
-        out.append(f"- `{a}` – `{b}` ({_fmt(distance(estimate.get((a, b))), 3)})")
-    if not kept:
-        out.append("- none")
-    out.append("")
-    return out
-
-
-def _gaussian_inner(row: Mapping[str, Any]) -> bool:
-    """Whether an OTDD row used the Gaussian (Bures-Wasserstein) label cost."""
-    if row.get("measure") != "otdd":
-        return False
-    try:
-        params = json.loads(row.get("params") or "{}")
-    except ValueError:
-        params = {}
-    return params.get("inner") == "gaussian" or "gaussian" in str(row.get("method", ""))
-
-
-def render_summary(
-    *,
-    name: str,
-    run_id: str,
-    pair_rows: Sequence[Mapping[str, Any]],
-    dataset_rows: Sequence[Mapping[str, Any]],
-    thresholds: Mapping[str, float] | None = None,
-    wall_seconds: float | None = None,
-    near_duplicate_fraction: float = config.NEAR_DUPLICATE_FRACTION,
-    screening: Mapping[str, Any] | None = None,
-) -> str:
-    """The Markdown summary: status, screening, distance tables, neighbours, flags,
-    failures, certified widths and estimates, timings.
-
-    Distances are ``sqrt(value)`` (OTDD, W2 for ``ot_bounds``/``w2``, the sliced screening
-    estimate for ``sliced``). ``screening``: ``{"measure", "keep", "order", "n_pairs",
-    "kept"}`` when the pairs were screened (see :mod:`otaudit.audit.screen`).
-    """
-    a = assess(pair_rows, dataset_rows, thresholds)
-    names = [r["dataset"] for r in dataset_rows]
-    out: list[str] = [f"# otaudit report `{name}` — run `{run_id}`", ""]
-    n_pairs = len(pair_rows)
-    out.append(
-        f"**Status: {a.status}** (exit code {a.exit_code}) — {a.n_pairs_ok}/{n_pairs} pair "
-        f"results computed, {len(a.failed_datasets)} dataset(s) failed, "
-        f"{len(a.flagged)} pair(s) above a threshold."
-    )
-    out.append("")
-    if screening is not None:
-        out += _screening_lines(screening, pair_rows)
-    for m in measures_of(pair_rows):
-        M = distance_matrix(pair_rows, names, m)
-        if m == "sliced":
-            out += [f"## {m}: sliced estimate of the distance (sqrt of value; not a bound)", ""]
-        else:
-            out += [f"## {m}: {measure_label(m)} distance (sqrt of value)", ""]
-        out.append("| | " + " | ".join(f"`{n}`" for n in names) + " |")
-        out.append("|---" * (len(names) + 1) + "|")
-        for i, n in enumerate(names):
-            out.append(f"| `{n}` | " + " | ".join(_fmt(v, 3) for v in M[i]) + " |")
-        out.append("")
-        off = M[~np.eye(len(names), dtype=bool)]
-        off = off[np.isfinite(off)]
-        med = float(np.median(off)) if off.size else math.nan
-        out += [f"### Nearest neighbours ({m})", ""]
-        for i, n in enumerate(names):
-            row = M[i].copy()
-            row[i] = np.nan
-            if not np.isfinite(row).any():
-                continue
-            order = np.argsort(np.where(np.isfinite(row), row, np.inf))
-            nbrs = [k for k in order[: config.SUMMARY_NEIGHBOURS] if np.isfinite(row[k])]
-            parts = []
-            for k in nbrs:
-                tag = ""
-                if math.isfinite(med) and med > 0 and row[k] < near_duplicate_fraction * med:
-                    tag = " **near-duplicate**"
-                parts.append(f"`{names[k]}` ({_fmt(float(row[k]), 3)}){tag}")
-            out.append(f"- `{n}` → " + ", ".join(parts))
-        out.append("")
-        if math.isfinite(med):
-            out.append(
-                f"Near-duplicate: distance < {near_duplicate_fraction:g} × median "
-                f"pair distance ({_fmt(med, 3)})."
-            )
-            out.append("")
-    out += ["## Flagged by thresholds", ""]
-    if a.flagged:
-        out += ["| measure | pair | distance | threshold |", "|---|---|---|---|"]
-        for r in a.flagged:
-            out.append(
-                f"| {r['measure']} | `{r['dataset_a']}` – `{r['dataset_b']}` | "
-                f"{_fmt(r['distance'])} | {_fmt(r['threshold'])} |"
-            )
-    else:
-        out.append("none" if thresholds else "no thresholds set")
-    out.append("")
-    out += ["## Failed datasets and pairs", ""]
-    if not a.failed_datasets and not a.failed_pairs:
-        out.append("none")
-    for r in a.failed_datasets:
-        out.append(f"- dataset `{r['dataset']}`: {r.get('error')}")
-    if a.failed_pairs:
-        out.append(f"- {len(a.failed_pairs)} pair result(s) failed:")
-        for r in a.failed_pairs:
-            out.append(
-                f"  - {r['measure']} `{r['dataset_a']}` – `{r['dataset_b']}`: {r.get('error')}"
-            )
-    out.append("")
-    out += ["## Certified widths", ""]
-    ok_rows = [r for r in pair_rows if r.get("status", "ok") == "ok"]
-    estimates = [r for r in ok_rows if r.get("certified") is False]
-    certified = [r for r in ok_rows if r.get("certified") is not False]
-    widths = [r for r in certified if r.get("gap_rel") not in (None, 0.0)]
-    if widths:
-        out += ["| measure | pair | lower | value | upper | gap_rel | method |", "|---" * 7 + "|"]
-        for r in widths:
-            out.append(
-                f"| {r['measure']} | `{r['dataset_a']}` – `{r['dataset_b']}` | "
-                f"{_fmt(r['lower'])} | {_fmt(r['value'])} | {_fmt(r['upper'])} | "
-                f"{_fmt(r['gap_rel'], 3)} | {r['method']} |"
-            )
-    elif certified or not estimates:
-        gauss = [r for r in certified if _gaussian_inner(r)]
-        plain = [r for r in certified if not _gaussian_inner(r)]
-        if plain or not gauss:
-            ok_methods = sorted({str(r["method"]) for r in plain if r.get("status") == "ok"})
-            out.append(
-                f"every computed value{' other than those below' if gauss else ''} is exact "
-                "(lower = value = upper; methods: " + (", ".join(ok_methods) or "—") + ")"
-            )
-        if gauss:
-            out.append(
-                f"{len(gauss)} OTDD result(s) with `inner: gaussian` are exact for the Gaussian "
-                "label cost (lower = value = upper for that cost: the label distance is the "
-                "Bures-Wasserstein distance between per-class Gaussian fits, not the OT between "
-                "the class point clouds)"
-            )
-    else:
-        out.append("no certified measure was computed (only estimates, below)")
-    out.append("")
-    if estimates:
-        est_measures = ", ".join(measures_of(estimates))
-        est_methods = ", ".join(sorted({str(r["method"]) for r in estimates}))
-        out += [
-            "## Estimates (not bounds)",
-            "",
-            f"{len(estimates)} pair result(s) of {est_measures} are screening estimates "
-            f"(`certified=False`, method {est_methods}): `value` is an estimate, not a bound; "
-            "`lower` is a certified (loose) lower bound on OTDD² for the same lambdas; "
-            "there is no upper bound (`upper` and `gap_rel` are null).",
-            "",
-        ]
-    out += ["## Timings", ""]
-    ds_ok = [r for r in dataset_rows if r.get("status", "ok") == "ok"]
-    emb = sum(float(r.get("embed_seconds") or 0.0) for r in ds_ok)
-    st = sum(float(r.get("stats_seconds") or 0.0) for r in ds_ok)
-    pr = sum(float(r.get("seconds") or 0.0) for r in pair_rows if not r.get("cached"))
-    hits = sum(bool(r.get("cache_hit")) for r in ds_ok)
-    cached_pairs = sum(bool(r.get("cached")) for r in pair_rows)
-    out.append(
-        f"- datasets: {len(ds_ok)} prepared ({hits} from cache), embedding {emb:.2f} s, "
-        f"statistics {st:.2f} s"
-    )
-    out.append(f"- pairs: {pr:.2f} s of solver time ({cached_pairs} results from cache)")
-    if wall_seconds is not None:
-        out.append(f"- wall time of the audit: {wall_seconds:.2f} s")
-    out.append("")
-    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- I/O
@@ -516,7 +285,7 @@ class Report:
         for r in self.pair_rows():
             if r["measure"] == measure and {r["dataset_a"], r["dataset_b"]} == {a, b}:
                 return r["value"]
-        raise KeyError(f"no {measure} row for pair ({a!r}, {b!r}) in {self.uri}")
+        raise KeyError(f"no {measure} row for pair ({a!r}, {b!r}) in {redact_uri(self.uri)}")
 
 
 def latest_run(store: Any) -> str | None:
@@ -536,11 +305,48 @@ def latest_run(store: Any) -> str | None:
     return None
 
 
+def _corrupt(name: str, why: str) -> StorageError:
+    return StorageError(f"incomplete or corrupt run: {name} ({why}); re-run the audit")
+
+
+def verify_run(store: Any) -> dict[str, Any]:
+    """Check every file the run's ``_SUCCESS`` lists against its size and sha256.
+
+    Returns the marker (``{}`` for a marker of an older writer that lists nothing). A marker
+    of the size-only writer (``{"files": {name: size}}``) is checked on sizes.
+
+    Raises:
+        StorageError: ``incomplete or corrupt run: <file> (size/hash mismatch); re-run the
+            audit`` (also for a missing file or an unreadable marker).
+    """
+    try:
+        marker = json.loads(store.read_bytes(SUCCESS) or b"{}")
+    except ValueError:
+        raise _corrupt(SUCCESS, "unreadable marker") from None
+    files = marker.get("files", {}) if isinstance(marker, dict) else {}
+    for name, spec in sorted(files.items()):
+        size, digest = (
+            (spec, None) if isinstance(spec, int) else (spec.get("size"), spec.get("sha256"))
+        )
+        try:
+            data = store.read_bytes(name)
+        except (FileNotFoundError, StorageError):
+            raise _corrupt(name, "missing") from None
+        if size is not None and len(data) != int(size):
+            raise _corrupt(name, f"size mismatch: {len(data)} bytes, {SUCCESS} says {size}")
+        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+            raise _corrupt(name, "hash mismatch")
+    return marker if isinstance(marker, dict) else {}
+
+
 def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> Report:
     """Read a report: ``uri`` is a run directory, or an audit prefix (→ latest complete run).
 
+    The files are verified against ``_SUCCESS`` first (:func:`verify_run`).
+
     Raises:
-        StorageError: no complete report at ``uri`` (a run without ``_SUCCESS`` is ignored).
+        StorageError: no complete report at ``uri`` (a run without ``_SUCCESS`` is ignored),
+            or a file of the run does not match its size/sha256 in ``_SUCCESS``.
     """
     from ..data.storage import Store
 
@@ -549,11 +355,23 @@ def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> R
         run = latest_run(store)
         if run is None:
             raise StorageError(
-                f"no complete otaudit report at {uri!r} (no {SUCCESS} marker and no complete "
+                f"no complete otaudit report at {redact_uri(uri)!r} (no {SUCCESS} marker and no complete "
                 "run=... below it); fix: pass the URI of a run directory or of an audit "
                 "prefix <output>/<name> that holds a finished run"
             )
         store = store.child(run)
+    return read_run(store)
+
+
+def read_run(store: Any) -> Report:
+    """Read the complete run at ``store`` (a :class:`~otaudit.data.storage.Store` of a
+    ``run=<id>`` prefix), verified against its ``_SUCCESS`` (:func:`verify_run`)."""
+    if not store.exists(SUCCESS):
+        raise StorageError(
+            f"no complete otaudit report at {store.uri!r} (no {SUCCESS} marker); fix: pass a "
+            "finished run"
+        )
+    verify_run(store)
     pairs_raw = pq.read_table(pa.BufferReader(store.read_bytes("pairs.parquet")))
     ds_raw = pq.read_table(pa.BufferReader(store.read_bytes("datasets.parquet")))
     version = schema_version(pairs_raw)

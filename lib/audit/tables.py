@@ -4,6 +4,7 @@ them from rows, and upgrading an older table to the current schema when it is re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ __all__ = [
     "schema_version",
     "upgrade",
     "result_kind",
+    "DISTANCE_COLUMNS",
+    "with_distances",
 ]
 
 SCHEMA_VERSION: int = config.REPORT_SCHEMA_VERSION
@@ -66,8 +69,18 @@ PAIRS_SCHEMA = pa.schema(
         ("lower_certified", pa.bool_()),
         ("upper_certified", pa.bool_()),
         ("kind", pa.string()),
+        # --- version 3 (additive) ---
+        ("distance", pa.float64()),
+        ("distance_lower", pa.float64()),
+        ("distance_upper", pa.float64()),
     ]
 )
+#: Version-3 columns derived from a squared column: ``sqrt(max(x, 0))`` (null stays null).
+DISTANCE_COLUMNS: dict[str, str] = {
+    "distance": "value",
+    "distance_lower": "lower",
+    "distance_upper": "upper",
+}
 DATASETS_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -104,6 +117,21 @@ def result_kind(
     return "estimate"
 
 
+def _sqrt_or_none(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return math.sqrt(max(x, 0.0)) if math.isfinite(x) else None
+
+
+def with_distances(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with the version-3 distance columns (sqrt of the clamped squared values)."""
+    out = dict(row)
+    for dcol, sq in DISTANCE_COLUMNS.items():
+        out[dcol] = _sqrt_or_none(row.get(sq))
+    return out
+
+
 def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str) -> pa.Table:
     cols: dict[str, list[Any]] = {f.name: [] for f in schema}
     for i, row in enumerate(rows):
@@ -123,7 +151,7 @@ def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str) -> p
 
 def build_pairs_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     """``pairs.parquet`` as a pyarrow Table (current schema, version in the metadata)."""
-    return _table(rows, PAIRS_SCHEMA, "pairs")
+    return _table([with_distances(r) for r in rows], PAIRS_SCHEMA, "pairs")
 
 
 def build_datasets_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
@@ -161,6 +189,9 @@ def upgrade(table: pa.Table, schema: pa.Schema) -> pa.Table:
                 for r in rows
             ]
             cols.append(pa.array(kinds, type=f.type))
+        elif f.name in DISTANCE_COLUMNS and DISTANCE_COLUMNS[f.name] in table.column_names:
+            sq = table.column(DISTANCE_COLUMNS[f.name]).to_pylist()  # versions 0-2
+            cols.append(pa.array([_sqrt_or_none(x) for x in sq], type=f.type))
         else:
             default = _UPGRADE_DEFAULTS.get(f.name)
             cols.append(pa.array([default] * n, type=f.type))

@@ -363,6 +363,18 @@ def _check_finite(spec: DatasetSpec, arr: np.ndarray, row0: int, shard: int) -> 
             field="features",
             fix="drop or impute those rows before the audit",
         )
+    if arr.dtype != np.float32:  # embeddings are float32: a larger value would become inf
+        big = np.abs(arr).max(axis=1) > np.finfo(np.float32).max
+        if big.any():
+            bad = np.flatnonzero(big)
+            raise InputError(
+                f"{bad.size} rows hold values beyond the float32 range (|x| > 3.4e38) in "
+                f"shard {shard} (first at row {row0 + int(bad[0])}: "
+                f"{float(np.abs(arr[bad[0]]).max()):.3g}); they would overflow to inf",
+                dataset=spec.name,
+                field="features",
+                fix="rescale the features (e.g. divide by a constant) or drop those rows",
+            )
 
 
 def _labels_from_array(spec: DatasetSpec, arr: np.ndarray | pa.Array, row0: int) -> np.ndarray:
@@ -547,4 +559,11 @@ def _check_array(spec: DatasetSpec, X: np.ndarray) -> None:
 
 
 def _csv_check(spec: DatasetSpec, table: pa.Table) -> int | None:
+    if table.num_rows == 0:  # a header-only CSV: pyarrow types every column `null`
+        raise InputError(
+            f"the CSV file has a header ({', '.join(table.schema.names)[:120]}) but no rows",
+            dataset=spec.name,
+            field="uri",
+            fix="write the data rows, or point uri at the right file",
+        )
     return _check_parquet_columns(spec, table.schema)

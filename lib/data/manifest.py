@@ -39,11 +39,19 @@ from pydantic import (
 )
 
 from .. import config
+from ..core.settings import SOLVERS
 from ..errors import InputError
 from .embedder_spec import EMBEDDER_KINDS, EmbedderSpec
-from .secrets import redact
+from .secrets import is_protocol_keyed, protocol_of, redact, scoped_options
 from .spec_base import _check_name, _err, _Model
-from .validation import expand_env, pydantic_to_input_error
+from .validation import (
+    check_number,
+    check_solver_options,
+    check_whole,
+    expand_env,
+    load_yaml,
+    pydantic_to_input_error,
+)
 
 __all__ = [
     "EmbedderSpec",
@@ -128,6 +136,13 @@ class OTDDMeasure(_Model):
     lambda_y: float = Field(default=config.LAMBDA_Y, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _options(self) -> OTDDMeasure:
+        check_solver_options(
+            self.options, self.solver, "measures.otdd.options", extra={"inner_options": "dict"}
+        )
+        return self
+
 
 class BoundsMeasure(_Model):
     """Mini-batch OT bounds settings (passed to ``otaudit.ot_bounds``)."""
@@ -138,6 +153,18 @@ class BoundsMeasure(_Model):
     coupling: str = config.COUPLING
     seed: int = config.SEED
     block_solver: Literal["auto", "exact", "sinkhorn"] = config.BOUNDS_BLOCK_SOLVER  # type: ignore[assignment]
+
+    @field_validator("batch_size", "budget", "seed", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any, info: Any) -> Any:
+        low = 0 if info.field_name == "seed" else 1
+        return check_whole(info.field_name, v, low=low, nullable=info.field_name == "budget")
+
+    @field_validator("partition", "coupling", mode="before")
+    @classmethod
+    def _choice(cls, v: Any, info: Any) -> Any:
+        check_solver_options({info.field_name: v}, "minibatch", "measures.ot_bounds")
+        return v
 
 
 class SlicedMeasure(_Model):
@@ -152,6 +179,11 @@ class SlicedMeasure(_Model):
     lambda_x: float = Field(default=config.LAMBDA_X, ge=0)
     lambda_y: float = Field(default=config.LAMBDA_Y, ge=0)
     seed: int = config.SEED
+
+    @field_validator("n_projections", "n_frames", "seed", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any, info: Any) -> Any:
+        return check_whole(info.field_name, v, low=0 if info.field_name == "seed" else 1)
 
 
 class MeasuresSpec(_Model):
@@ -174,6 +206,22 @@ class MeasuresSpec(_Model):
             if "w2" in data and data["w2"] is None:
                 data["w2"] = {}
         return data
+
+    @field_validator("w2")
+    @classmethod
+    def _w2(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        solver = v.get("solver", "auto")
+        if solver not in SOLVERS:
+            raise _err(
+                f"unknown value {solver!r}",
+                f"use one of {', '.join(SOLVERS)}",
+                field="measures.w2.solver",
+            )
+        rest = {k: x for k, x in v.items() if k != "solver"}
+        check_solver_options(rest, solver, "measures.w2", extra={"solver": "str"})
+        return v
 
     @model_validator(mode="after")
     def _at_least_one(self) -> MeasuresSpec:
@@ -236,6 +284,28 @@ class ExplainSpec(_Model):
     solver: Literal["auto", "exact", "minibatch"] = "auto"
     options: dict[str, Any] = Field(default_factory=dict)
     export: bool = False
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, v: Any) -> Any:
+        return check_whole("steps", v, low=0)
+
+    @model_validator(mode="after")
+    def _options(self) -> ExplainSpec:
+        for taken in ("steps", "step_size", "mode", "solver", "trajectory_sample", "names"):
+            if taken in self.options:
+                raise _err(
+                    f"option {taken!r} is set by the explain settings themselves",
+                    f"set `explain.{taken}` instead of `explain.options.{taken}`",
+                    field=f"explain.options.{taken}",
+                )
+        check_solver_options(
+            self.options,
+            self.solver,
+            "explain.options",
+            extra={"inner_options": "dict", "inner": "str"},
+        )
+        return self
 
 
 class Manifest(_Model):
@@ -316,6 +386,31 @@ class Manifest(_Model):
             )
         return v
 
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _threshold_types(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            for k, t in v.items():
+                check_number(f"thresholds.{k}", t, low=0)
+        return v
+
+    @field_validator("shard_rows", mode="before")
+    @classmethod
+    def _shard_rows(cls, v: Any) -> Any:
+        return check_whole("shard_rows", v)
+
+    @field_validator("storage_options")
+    @classmethod
+    def _storage_options_shape(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if is_protocol_keyed(v):
+            for proto, opts in v.items():
+                if opts is not None and not isinstance(opts, Mapping):
+                    raise _err(
+                        f"options for {proto!r} must be a mapping",
+                        "use `storage_options: {s3: {key: ..., secret: ...}}`",
+                    )
+        return v
+
     @field_validator("thresholds")
     @classmethod
     def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
@@ -328,6 +423,20 @@ class Manifest(_Model):
                     "give the largest allowed distance",
                 )
         return v
+
+    @model_validator(mode="after")
+    def _options_scope(self) -> Manifest:
+        if self.storage_options and not is_protocol_keyed(self.storage_options):
+            remote = sorted(self.remote_protocols())
+            if len(remote) > 1:
+                raise _err(
+                    f"flat storage_options with several backends ({', '.join(remote)}): "
+                    "they would reach a backend they do not belong to",
+                    "key them by protocol (`storage_options: {s3: {...}, gs: {...}}`) or "
+                    "give each dataset its own storage_options",
+                    field="storage_options",
+                )
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Manifest:
@@ -389,10 +498,34 @@ class Manifest(_Model):
             fix=f"use one of {', '.join(d.name for d in self.datasets)}",
         )
 
+    def remote_protocols(self) -> set[str]:
+        """The remote backends (``s3``, ``gs``, ``az`` ...) of the output and the datasets."""
+        uris = [self.output, *(d.uri for d in self.datasets)]
+        return {p for p in map(protocol_of, uris) if p != "file"}
+
+    def options_home(self) -> str | None:
+        """The backend flat manifest-level ``storage_options`` belong to: the one remote
+        backend of the manifest (None when there is none)."""
+        remote = self.remote_protocols()
+        return next(iter(remote)) if len(remote) == 1 else None
+
+    def storage_options_for(self, uri: str, own: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The storage options that go to ``uri``: the manifest's, scoped to ``uri``'s backend
+        (:func:`otaudit.data.secrets.scoped_options`), overridden (shallow) by ``own``."""
+        home = self.options_home()
+        if home is None and not is_protocol_keyed(self.storage_options):
+            return dict(own or {})  # flat options and no remote backend: nowhere to go
+        return scoped_options(self.storage_options, uri, own, home=home)
+
     def dataset_storage_options(self, ds: str | DatasetSpec) -> dict[str, Any]:
-        """The manifest's storage_options overridden (shallow) by the dataset's own."""
+        """The manifest's storage_options scoped to the dataset's backend, overridden
+        (shallow) by the dataset's own."""
         spec = self.dataset(ds) if isinstance(ds, str) else ds
-        return {**self.storage_options, **(spec.storage_options or {})}
+        return self.storage_options_for(spec.uri, spec.storage_options)
+
+    def output_storage_options(self) -> dict[str, Any]:
+        """The manifest's storage_options scoped to the output's backend."""
+        return self.storage_options_for(self.output)
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-able dump with secrets masked: use this for anything written out."""
@@ -510,7 +643,7 @@ def load_manifest(
     else:
         text = str(path_or_text)
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -69,6 +69,7 @@ from .storage import Store
 __all__ = [
     "DatasetInfo",
     "inspect_dataset",
+    "probe_dataset",
     "read_shard",
     "read_dataset",
     "iter_shards",
@@ -208,6 +209,27 @@ def inspect_dataset(
     ``storage_options`` are the manifest's; the dataset's own override them.
     """
     return _layout(spec, storage_options, shard_rows)[0]
+
+
+def probe_dataset(spec: DatasetSpec, storage_options: dict[str, Any] | None = None) -> int | None:
+    """What is knowable without reading data (preflight, issue 16/17): the file exists,
+    Parquet footers have the feature/label columns of a numeric type, a .npy header has 2
+    axes; returns the feature dimension when the footer or header says it (a fixed-size
+    list's size or the number of columns), else None (.npz/CSV are not read here).
+
+    Raises the same one-line InputError / StorageError as :func:`inspect_dataset`.
+    """
+    store = _store(spec, storage_options)
+    fmt = _format_of(spec, store)
+    if fmt == "parquet":
+        files = _parquet_files(spec, store)
+        return _check_parquet_columns(spec, files[0].schema)
+    _single_file(spec, store)
+    if fmt == "npy":
+        shape, dtype, _, _ = _npy_header(spec, store)
+        _check_array(spec, np.empty((0,) * len(shape), dtype=dtype))
+        return shape[1] if len(shape) == 2 else None
+    return None
 
 
 def read_shard(

@@ -42,7 +42,7 @@ def _check_name(value: str, what: str) -> str:
 class _Model(BaseModel):
     """Strict base: unknown keys are errors; secrets are masked in ``repr``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def __repr_args__(self):  # noqa: D105 - pydantic hook
         for k, v in super().__repr_args__():
