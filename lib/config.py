@@ -23,7 +23,9 @@ from typing import Any, Literal
 # ======================================================================================
 
 # --- exact LP ---------------------------------------------------------------------------
-#: Largest n*m for which ``solver="auto"`` solves OT exactly with POT's network simplex.
+#: Largest n*m for which :func:`otaudit.otdd_flow`'s ``solver="auto"`` solves each step
+#: exactly with POT's network simplex (else the mini-batch plan). ``solve_ot``/``ot_bounds``/
+#: ``otdd`` route ``"auto"`` with :func:`otaudit.core.routes.choose_route` instead.
 #: Measured on 2 cores: 2000x2000 takes ~1-3 s and 64 MB for the cost matrix.
 EXACT_MAX_ENTRIES: int = 2500 * 2500
 #: POT's default ``numItermax`` (1e5) silently stops early above ~1000 points; we scale it.

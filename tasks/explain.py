@@ -8,24 +8,19 @@ from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
-from otaudit import config
 from otaudit.audit.explain_run import explain_run
 
 from .plan import AuditPlan
 from .report import artifact_key, collect_rows
-from .retry import is_transient
+from .retry import RETRIED
 
 __all__ = ["explain_pairs"]
 
 
 @task(
     name="explain-pairs",
-    retries=config.TASK_RETRIES,
-    retry_delay_seconds=config.TASK_RETRY_DELAY_S,
-    retry_condition_fn=is_transient,
-    cache_policy=NO_CACHE,
+    **RETRIED,
 )
 def explain_pairs(plan: AuditPlan, refs: list[Any], block_results: list[Any]) -> dict[str, Any]:
     """The explanation of the run (see :func:`otaudit.audit.explain_run.explain_run`):

@@ -11,7 +11,6 @@ from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from otaudit import config
 from otaudit.audit.history import drift_payload, drifted
@@ -20,7 +19,7 @@ from otaudit.audit.prepare import dataset_rows
 from otaudit.audit.publish import artifact_rows, publish, stats_loader
 
 from .plan import AuditPlan
-from .retry import is_transient
+from .retry import RETRIED
 
 __all__ = ["publish_report", "collect_rows", "artifact_key", "emit_drift_event"]
 
@@ -67,10 +66,7 @@ def collect_rows(
 
 @task(
     name="publish-report",
-    retries=config.TASK_RETRIES,
-    retry_delay_seconds=config.TASK_RETRY_DELAY_S,
-    retry_condition_fn=is_transient,
-    cache_policy=NO_CACHE,
+    **RETRIED,
 )
 def publish_report(
     plan: AuditPlan,

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.cache_policies import NO_CACHE
+
+from otaudit import config
 from otaudit.errors import StorageError
 
-__all__ = ["is_transient", "reraise_for_retry", "attempts_left"]
+__all__ = ["RETRIED", "is_transient", "reraise_for_retry", "attempts_left"]
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -27,6 +30,16 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:  # noqa: BLE001 - any other failure is final; Prefect records it
         return False
     return False
+
+
+#: The retry policy of a unit of work, for ``@task(name=..., **RETRIED)``: ``TASK_RETRIES``
+#: retries ``TASK_RETRY_DELAY_S`` apart on storage errors only, no result caching.
+RETRIED: dict[str, Any] = {
+    "retries": config.TASK_RETRIES,
+    "retry_delay_seconds": config.TASK_RETRY_DELAY_S,
+    "retry_condition_fn": is_transient,
+    "cache_policy": NO_CACHE,
+}
 
 
 def attempts_left() -> int:

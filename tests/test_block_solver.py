@@ -90,8 +90,10 @@ def test_batched_plans_float32_iterations_keep_float64_certificates():
             fg = float(r.f[k, :n].abs().max() + r.g[k, :m].abs().max())
             assert float(r.lower[k]) <= ex + tol_up + roundoff(n + m, fg)
             assert ex <= float(r.upper[k]) + tol_up
-        # float32 iterations change the potentials by round-off only: same bounds to 1e-4
-        assert abs(float(r32.upper[k] - r64.upper[k])) <= 1e-4 * ex
+        # float32 iterations perturb the potentials by ~ u32 max C (u32 = 2^-24 = 6e-8,
+        # max C / OT <= 18 on these seeds: ~1e-6 relative); measured 4.7e-7 .. 1.0e-6 on the
+        # upper bound. 1e-5 leaves a factor 10 for other BLAS/torch builds.
+        assert abs(float(r32.upper[k] - r64.upper[k])) <= 1e-5 * ex
 
 
 @pytest.mark.parametrize(

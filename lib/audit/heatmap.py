@@ -11,7 +11,15 @@ import numpy as np
 
 from ..core.result import distance_of
 
-__all__ = ["distance", "distance_matrix", "measure_label", "measures_of", "render_heatmap"]
+__all__ = [
+    "distance",
+    "distance_matrix",
+    "measure_label",
+    "measures_of",
+    "render_heatmap",
+    "agg_figure",
+    "png_bytes",
+]
 
 
 def distance(value: float | None) -> float | None:
@@ -53,14 +61,10 @@ def render_heatmap(
     *, pair_rows: Sequence[Mapping[str, Any]], names: Sequence[str], title: str = ""
 ) -> bytes:
     """PNG bytes: one annotated distance heatmap per measure (matplotlib, Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     measures = measures_of(pair_rows) or ["otdd"]
     n = max(len(names), 1)
     size = 1.2 + 0.55 * n
-    fig = Figure(figsize=(size * len(measures) + 1.0, size + 0.8), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = agg_figure((size * len(measures) + 1.0, size + 0.8))
     for k, m in enumerate(measures):
         ax = fig.add_subplot(1, len(measures), k + 1)
         M = distance_matrix(pair_rows, names, m)
@@ -77,6 +81,21 @@ def render_heatmap(
                 color = "white" if np.isfinite(v) and v < 0.5 * hi else "black"
                 ax.text(j, i, txt, ha="center", va="center", fontsize=7, color=color)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return png_bytes(fig, title)
+
+
+def agg_figure(figsize: tuple[float, float]) -> Any:
+    """A matplotlib ``Figure`` (100 dpi) on an Agg canvas: no pyplot, no global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png_bytes(fig: Any, title: str = "") -> bytes:
+    """``fig`` (from :func:`agg_figure`) with its title, laid out, as PNG bytes."""
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

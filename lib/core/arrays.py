@@ -145,7 +145,7 @@ def as_labels(
                 f"label missing (None/NaN) at row {i}",
                 dataset=ds,
                 field="labels",
-                fix="drop unlabelled rows or fill them in",
+                fix="drop unlabeled rows or fill them in",
             )
     try:
         classes = sorted(set(values))

@@ -10,7 +10,7 @@ Near-linear in n: points and label statistics are projected on random directions
   orthonormal-frame sum below, itself a lower bound on OTDD², so it tends to sit *under*
   OTDD²; when the best frame (``lower``) exceeds it, ``value`` is raised to ``lower`` so that
   ``lower <= value`` always holds (the raw mean stays in ``extra["sliced_mean"]``).
-* ``lower`` — a **certified lower bound** on OTDD² (or W2² when unlabelled). Points are mapped
+* ``lower`` — a **certified lower bound** on OTDD² (or W2² when unlabeled). Points are mapped
   to ``z = (sqrt(lambda_x) x, sqrt(lambda_y) mu_y)``; by Jensen ``||mu_y - mu_y'||^2 <=
   W2^2(alpha_y, alpha_y')``, so ``||z - z'||^2 <= c((x, y), (x', y'))`` and ``W2^2(z-clouds) <=
   OTDD^2``. For any orthonormal frame ``theta_1..theta_D``, ``sum_k W2^2(theta_k#mu, theta_k#nu)
@@ -126,7 +126,7 @@ def _check_counts(n_projections: int, n_frames: int) -> None:
 
 
 def _augment(X: torch.Tensor, y: Any, lambda_x: float, lambda_y: float, name: str) -> torch.Tensor:
-    """``z = (sqrt(lambda_x) x, sqrt(lambda_y) mu_y)`` (labelled) or ``sqrt(lambda_x) x``."""
+    """``z = (sqrt(lambda_x) x, sqrt(lambda_y) mu_y)`` (labeled) or ``sqrt(lambda_x) x``."""
     parts = [math.sqrt(lambda_x) * X]
     if y is not None:
         codes, _ = as_labels(y, X.shape[0], name=name)
@@ -169,15 +169,15 @@ def _result(estimate: float, lower: float, D: int, params: dict[str, Any], t0: f
 
 
 def _params(
-    n_projections: int, n_frames: int, lambda_x: float, lambda_y: float, seed: int, labelled: bool
+    n_projections: int, n_frames: int, lambda_x: float, lambda_y: float, seed: int, labeled: bool
 ) -> dict[str, Any]:
     return {
         "n_projections": n_projections,
         "n_frames": n_frames,
         "lambda_x": lambda_x,
-        "lambda_y": lambda_y if labelled else 0.0,
+        "lambda_y": lambda_y if labeled else 0.0,
         "seed": seed,
-        "labelled": labelled,
+        "labeled": labeled,
     }
 
 
@@ -210,14 +210,14 @@ def sliced_otdd(
     X1t = as_points(X1, name="X1")
     X2t = as_points(X2, name="X2", device=X1t.device)
     check_pair(X1t, X2t, "X1", "X2")
-    labelled = y1 is not None and y2 is not None
-    Z1 = _augment(X1t, y1 if labelled else None, lambda_x, lambda_y, "y1")
-    Z2 = _augment(X2t, y2 if labelled else None, lambda_x, lambda_y, "y2")
+    labeled = y1 is not None and y2 is not None
+    Z1 = _augment(X1t, y1 if labeled else None, lambda_x, lambda_y, "y1")
+    Z2 = _augment(X2t, y2 if labeled else None, lambda_x, lambda_y, "y2")
     D = Z1.shape[1]
     theta, frames = _directions(D, n_projections, n_frames, seed, Z1.device)
     estimate = float(D * _projected_w2(Z1, Z2, theta).mean())
     lower = max(float(_projected_w2(Z1, Z2, Q).sum()) for Q in frames)
-    params = _params(n_projections, n_frames, lambda_x, lambda_y, seed, labelled)
+    params = _params(n_projections, n_frames, lambda_x, lambda_y, seed, labeled)
     return _result(estimate, lower, D, params, t0)
 
 
@@ -233,7 +233,7 @@ class SlicedSketch:
         proj: ``[n, n_projections]`` sorted projections of the augmented points on the
             random directions.
         frames: ``[n_frames, n, D]`` sorted projections on each orthonormal frame.
-        params: ``n_projections, n_frames, lambda_x, lambda_y, seed, labelled``: two sketches
+        params: ``n_projections, n_frames, lambda_x, lambda_y, seed, labeled``: two sketches
             combine only when these and the dimension agree.
     """
 
@@ -262,10 +262,10 @@ def sliced_sketch(
     lambda_y: float = config.LAMBDA_Y,
     seed: int = config.SEED,
 ) -> SlicedSketch:
-    """Sorted projections of one dataset (``y=None``: unlabelled) for :func:`sliced_from_sketches`.
+    """Sorted projections of one dataset (``y=None``: unlabeled) for :func:`sliced_from_sketches`.
 
-    Memory: ``n * (n_projections + n_frames * D)`` float64 (``D = d`` unlabelled, ``2 d``
-    labelled).
+    Memory: ``n * (n_projections + n_frames * D)`` float64 (``D = d`` unlabeled, ``2 d``
+    labeled).
     """
     _check_counts(n_projections, n_frames)
     Xt = as_points(X, name=name)
@@ -321,7 +321,7 @@ def sliced_matrix(
 ) -> SlicedMatrix:
     """Sliced screening of every pair of a registry: N sketches + N(N-1)/2 merges.
 
-    ``datasets``: ``(name, X, y)`` tuples (``y=None``: unlabelled) or ready
+    ``datasets``: ``(name, X, y)`` tuples (``y=None``: unlabeled) or ready
     :class:`SlicedSketch` es; ``options``: as :func:`sliced_sketch`. Entry ``(i, j)`` equals
     ``sliced_otdd(X_i, y_i, X_j, y_j, **options)`` (same directions and arithmetic).
     """

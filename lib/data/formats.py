@@ -420,7 +420,7 @@ def _labels_from_array(spec: DatasetSpec, arr: np.ndarray | pa.Array, row0: int)
                 f"{a.null_count} rows have no label (first at row {row0 + first})",
                 dataset=spec.name,
                 field="label",
-                fix="drop unlabelled rows, or remove `label` for unlabelled mode",
+                fix="drop unlabeled rows, or remove `label` for unlabeled mode",
             )
         if pa.types.is_dictionary(a.type):
             a = a.cast(a.type.value_type)
@@ -460,7 +460,7 @@ def _labels_from_array(spec: DatasetSpec, arr: np.ndarray | pa.Array, row0: int)
                 f"{nan.size} labels are NaN/inf (first at row {row0 + int(nan[0])})",
                 dataset=spec.name,
                 field="label",
-                fix="drop unlabelled rows",
+                fix="drop unlabeled rows",
             )
         return out
     if out.dtype == object:

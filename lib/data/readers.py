@@ -11,7 +11,7 @@ Features
     numeric column (``[n, 1]``) or a list of numeric columns (stacked).  For a
     sentence-transformers embedder it names the text column and shards return ``list[str]``.
     .npz: ``features`` / ``label`` are array names (defaults ``features``; label optional).
-    .npy: one 2-D numeric array; no labels (use .npz or Parquet for labelled data).
+    .npy: one 2-D numeric array; no labels (use .npz or Parquet for labeled data).
 
 Fingerprint
     sha256 over (format, features, label, shard_rows for non-Parquet, and per file: relative

@@ -1,8 +1,8 @@
 """Optimal Transport Dataset Distance (OTDD).
 
 Alvarez-Melis & Fusi, "Geometric Dataset Distances via Optimal Transport", NeurIPS 2020.
-A dataset ``D = {(x_i, y_i)}`` (uniform weights) is a distribution over labelled points; the
-ground cost between two labelled points is
+A dataset ``D = {(x_i, y_i)}`` (uniform weights) is a distribution over labeled points; the
+ground cost between two labeled points is
 
 .. math::
 
@@ -244,8 +244,9 @@ def otdd(
         y1, y2: ``[n]``, ``[m]`` labels of any hashable type (label sets may differ), or both
             None (unlabeled: plain ``lambda_x * W_2^2``; or ``pseudo_labels=k`` k-means labels).
         inner: label-to-label cost, ``"exact"`` (OT between class clouds) or ``"gaussian"``.
-        solver: outer OT solver for :func:`otaudit.solve_ot` (``"auto"``: exact LP when
-            ``n*m <= config.EXACT_MAX_ENTRIES``, else certified mini-batch bounds).
+        solver: outer OT solver for :func:`otaudit.solve_ot` (``"auto"``: the cost model of
+            :func:`otaudit.core.routes.choose_route`: dense exact LP, sparse exact route, or
+            certified mini-batch bounds when neither fits ``config.EXACT_MEMORY_BYTES``).
         lambda_x, lambda_y: weights of the feature and label terms.
         names: dataset names used in error messages and ``params``.
         inner_options: see :func:`label_costs`.

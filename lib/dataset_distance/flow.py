@@ -45,13 +45,20 @@ import torch
 
 from .. import config
 from ..core.arrays import as_points, check_pair, device_of
-from ..core.exact import emd
 from ..core.minibatch import minibatch_bounds
 from ..errors import InputError
 from .api import _check_common, _mixed_labels_error
-from .cost import OTDDCost, label_costs
-from .labels import LabelTable
-from .stats import DatasetStats, dataset_stats
+from .flow_step import (
+    FlowSetup,
+    Solved,
+    barycentric,
+    class_plan,
+    plan_cost,
+    plan_parts,
+    solve_at,
+    step_toward,
+)
+from .stats import dataset_stats
 
 __all__ = ["FlowResult", "otdd_flow", "MODES", "FLOW_SOLVERS"]
 
@@ -200,196 +207,13 @@ class FlowResult:
 
 
 # --------------------------------------------------------------------------------------
-# one step: solve, plan, plan costs
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Plan:
-    rows: torch.Tensor  # [nnz] int64 rows of A
-    cols: torch.Tensor  # [nnz] int64 rows of B
-    mass: torch.Tensor  # [nnz] float64
-
-    def same_as(self, other: _Plan, m: int) -> bool:
-        ka = self.rows * m + self.cols
-        kb = other.rows * m + other.cols
-        if ka.numel() != kb.numel():
-            return False
-        oa, ob = torch.argsort(ka), torch.argsort(kb)
-        if not torch.equal(ka[oa], kb[ob]):
-            return False
-        scale = float(max(self.mass.abs().max(), other.mass.abs().max()))
-        diff = float((self.mass[oa] - other.mass[ob]).abs().max())
-        return diff <= config.FLOW_PLAN_RTOL * scale
-
-
-@dataclass(frozen=True)
-class _Solved:
-    value: float
-    lower: float
-    upper: float
-    plan: _Plan
-    stats: DatasetStats
-    table: LabelTable
-    n_solves: int
-    method: str
-
-
-@dataclass(frozen=True)
-class _Setup:
-    sb: DatasetStats
-    y1: Any
-    name_a: str
-    inner: str
-    solver: str  # "exact" or "minibatch"
-    lambda_x: float
-    lambda_y: float  # 0 when labels are not used
-    use_labels: bool
-    inner_options: dict[str, Any] | None
-    options: dict[str, Any]
-
-
-def _outer(
-    setup: _Setup, sa: DatasetStats, table: torch.Tensor
-) -> tuple[float, float, float, _Plan, str]:
-    """Solve the outer OTDD problem with ``table``: (value, lower, upper, plan, method)."""
-    cost = OTDDCost(sa, setup.sb, table, setup.lambda_x, setup.lambda_y)
-    dev = sa.device
-    if setup.solver == "exact":
-        a = torch.full((cost.n,), 1.0 / cost.n, dtype=torch.float64)
-        b = torch.full((cost.m,), 1.0 / cost.m, dtype=torch.float64)
-        sol = emd(a, b, cost.block(None, None), **setup.options)
-        r, c = np.nonzero(sol.plan)
-        plan = _Plan(
-            torch.from_numpy(r.astype(np.int64)).to(dev),
-            torch.from_numpy(c.astype(np.int64)).to(dev),
-            torch.from_numpy(np.ascontiguousarray(sol.plan[r, c])).to(dev),
-        )
-        return sol.cost, sol.cost, sol.cost, plan, "exact"
-    out: list = []
-    res = minibatch_bounds(cost, plan_out=out, **setup.options)
-    px, qy, mass = out[-1]
-    plan = _Plan(px.to(dev).long(), qy.to(dev).long(), mass.to(dev).to(torch.float64))
-    return res.value, res.lower, res.upper, plan, res.method
-
-
-def _plan_parts(
-    X: torch.Tensor,
-    sa: DatasetStats,
-    setup: _Setup,
-    plan: _Plan,
-    table: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-entry feature cost ``lambda_x ||x_i - y_j||^2``, label cost ``lambda_y W`` and the
-    per-dimension feature cost ``[d]`` (weighted by mass) of ``plan`` at points ``X``."""
-    Y = setup.sb.features
-    d = X.shape[1]
-    per_dim = torch.zeros(d, dtype=torch.float64, device=X.device)
-    feat = torch.empty(plan.rows.numel(), dtype=torch.float64, device=X.device)
-    chunk = max(1, (32 * 2**20) // (8 * max(d, 1)))
-    for s in range(0, plan.rows.numel(), chunk):
-        sl = slice(s, s + chunk)
-        diff2 = (X[plan.rows[sl]] - Y[plan.cols[sl]]) ** 2
-        feat[sl] = diff2.sum(1)
-        per_dim += (plan.mass[sl, None] * diff2).sum(0)
-    feat = setup.lambda_x * feat
-    per_dim = setup.lambda_x * per_dim
-    if setup.lambda_y != 0.0:
-        lab = setup.lambda_y * table.to(X.device)[sa.codes[plan.rows], setup.sb.codes[plan.cols]]
-    else:
-        lab = torch.zeros_like(feat)
-    return feat, lab, per_dim
-
-
-def _plan_cost(
-    X: torch.Tensor, sa: DatasetStats, setup: _Setup, plan: _Plan, table: torch.Tensor
-) -> tuple[float, float]:
-    feat, lab, _ = _plan_parts(X, sa, setup, plan, table)
-    return float((plan.mass * feat).sum()), float((plan.mass * lab).sum())
-
-
-def _solve(setup: _Setup, X: torch.Tensor) -> _Solved:
-    """OTDD² of (X, y1) vs B with the plan: certified bounds, as :func:`otdd` computes them."""
-    sa = dataset_stats(X, setup.y1, name=setup.name_a, inner=setup.inner, self_tables=False)
-    if setup.use_labels:
-        table = label_costs(sa, setup.sb, inner=setup.inner, inner_options=setup.inner_options)
-    else:
-        z = torch.zeros((sa.n_classes, setup.sb.n_classes), dtype=torch.float64, device=X.device)
-        table = LabelTable(z, z, z, "none")
-    value, lower, upper, plan, method = _outer(setup, sa, table.value)
-    n_solves = table.n_solves + 1
-    if not table.exact:
-        # OT is monotone in the ground cost: the lower table's certified lower bound is a
-        # lower bound on OTDD², and the plan's cost under the upper table an upper bound (the
-        # bounds of the solve with the value table certify nothing about the true cost)
-        lower = _outer(setup, sa, table.lower)[1]
-        n_solves += 1
-        upper = sum(_plan_cost(X, sa, setup, plan, table.upper))
-        value = min(max(value, lower), upper)
-    lower = max(lower, 0.0)
-    value = max(value, lower)
-    return _Solved(value, lower, upper, plan, sa, table, n_solves, method)
-
-
-def _barycentric(X: torch.Tensor, Y: torch.Tensor, plan: _Plan) -> torch.Tensor:
-    """``T_pi(x_i) = sum_j pi_ij y_j / sum_j pi_ij``; exactly ``y_j`` for one-entry rows."""
-    n = X.shape[0]
-    num = torch.zeros_like(X).index_add_(0, plan.rows, plan.mass[:, None] * Y[plan.cols])
-    den = torch.zeros(n, dtype=torch.float64, device=X.device).index_add_(0, plan.rows, plan.mass)
-    T = torch.where(den[:, None] > 0, num / den.clamp_min(1e-300)[:, None], X)
-    cnt = torch.bincount(plan.rows, minlength=n)
-    one = cnt[plan.rows] == 1
-    T[plan.rows[one]] = Y[plan.cols[one]]
-    return T
-
-
-def _step(X: torch.Tensor, T: torch.Tensor, tau: float) -> torch.Tensor:
-    return T.clone() if tau == 1.0 else X - tau * (X - T)
-
-
-def _class_plan(X: torch.Tensor, s0: _Solved, setup: _Setup) -> _Plan:
-    """The class-respecting plan ``sum_cc' gamma_cc' P_cc'`` (see ``FlowResult.residual``):
-    ``gamma`` exact OT between the class proportions with cost the label table, ``P_cc'``
-    the OT plan between the class clouds (exact LP up to ``config.OTDD_INNER_EXACT_MAX``
-    points per side, else the certified mini-batch plan)."""
-    from ..core.costs import SqEuclidean, sq_euclidean
-
-    sa, sb = s0.stats, setup.sb
-    dev = X.device
-    p = torch.as_tensor(sa.counts / sa.n, dtype=torch.float64)
-    q = torch.as_tensor(sb.counts / sb.n, dtype=torch.float64)
-    gamma = emd(p, q, s0.table.value.cpu()).plan
-    rows, cols, mass = [], [], []
-    for c, c2 in zip(*np.nonzero(gamma), strict=True):
-        ia = (sa.codes == int(c)).nonzero().flatten()
-        ib = (sb.codes == int(c2)).nonzero().flatten()
-        A, B = X[ia], sb.features[ib]
-        if max(len(ia), len(ib)) <= config.OTDD_INNER_EXACT_MAX:
-            P = emd(
-                torch.full((len(ia),), 1.0 / len(ia), dtype=torch.float64),
-                torch.full((len(ib),), 1.0 / len(ib), dtype=torch.float64),
-                sq_euclidean(A, B),
-            ).plan
-            r, k = np.nonzero(P)
-            pr = torch.from_numpy(r.astype(np.int64)).to(dev)
-            pk = torch.from_numpy(k.astype(np.int64)).to(dev)
-            pm = torch.from_numpy(np.ascontiguousarray(P[r, k])).to(dev)
-        else:
-            out: list = []
-            minibatch_bounds(SqEuclidean(A, B), plan_out=out)
-            pr, pk, pm = (t.to(dev) for t in out[-1])
-        rows.append(ia[pr])
-        cols.append(ib[pk])
-        mass.append(pm.to(torch.float64) * float(gamma[c, c2]))
-    return _Plan(torch.cat(rows).long(), torch.cat(cols).long(), torch.cat(mass))
-
-
-# --------------------------------------------------------------------------------------
 # explanation of the initial plan
 # --------------------------------------------------------------------------------------
 def _class_table(
-    X: torch.Tensor, s0: _Solved, setup: _Setup
+    X: torch.Tensor, s0: Solved, setup: FlowSetup
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     sa, sb, plan = s0.stats, setup.sb, s0.plan
-    feat, lab, per_dim = _plan_parts(X, sa, setup, plan, s0.table.value)
+    feat, lab, per_dim = plan_parts(X, sa, setup, plan, s0.table.value)
     Ka, Kb = sa.n_classes, sb.n_classes
     key = (sa.codes[plan.rows] * Kb + sb.codes[plan.cols]).cpu()
     m = plan.mass.cpu()
@@ -470,6 +294,202 @@ def _split_options(solver: str, auto: bool, opts: dict[str, Any]) -> dict[str, A
     return out
 
 
+# --------------------------------------------------------------------------------------
+# the stages of otdd_flow: setup, the step loop, the residual analysis
+# --------------------------------------------------------------------------------------
+def _setup(
+    X1: Any,
+    y1: Any,
+    X2: Any,
+    y2: Any,
+    steps: Any,
+    step_size: Any,
+    mode: Any,
+    inner: str,
+    solver: str,
+    lambda_x: float,
+    lambda_y: float,
+    names: tuple[str, str],
+    inner_options: dict[str, Any] | None,
+    solver_options: dict[str, Any],
+) -> tuple[FlowSetup, torch.Tensor]:
+    """Check the arguments, compute B's statistics and pick the solver: (setup, A's points)."""
+    _check_flow_args(steps, step_size, mode, solver)
+    _check_common(inner, solver, lambda_x, lambda_y)
+    if (y1 is None) != (y2 is None):
+        raise _mixed_labels_error(names[0] if y1 is None else names[1])
+    dev = device_of(X1, X2)
+    XA = as_points(X1, dataset=names[0], device=dev)
+    sb = dataset_stats(X2, y2, name=names[1], inner=inner, self_tables=False)
+    check_pair(XA, sb.features, names[0], names[1])
+    auto = solver == "auto"
+    kind = solver
+    if auto:
+        kind = "exact" if XA.shape[0] * sb.n <= config.EXACT_MAX_ENTRIES else "minibatch"
+    setup = FlowSetup(
+        sb=sb,
+        y1=y1,
+        name_a=names[0],
+        inner=inner,
+        solver=kind,
+        lambda_x=float(lambda_x),
+        lambda_y=float(lambda_y) if (y1 is not None and lambda_y > 0) else 0.0,
+        use_labels=y1 is not None and lambda_y > 0,
+        inner_options=inner_options,
+        options=_split_options(kind, auto, dict(solver_options)),
+    )
+    return setup, XA
+
+
+def _trajectory_index(n: int, trajectory_sample: int | None) -> np.ndarray:
+    """Sorted row indices of the points of A whose trajectories are kept."""
+    if trajectory_sample is None or trajectory_sample >= n:
+        return np.arange(n, dtype=np.int64)
+    if isinstance(trajectory_sample, bool) or int(trajectory_sample) < 0:
+        raise InputError(
+            f"trajectory_sample must be None or an integer >= 0, got {trajectory_sample!r}",
+            field="trajectory_sample",
+            fix="pass e.g. trajectory_sample=256",
+        )
+    rng = np.random.default_rng(config.SEED)
+    return np.sort(rng.choice(n, int(trajectory_sample), replace=False)).astype(np.int64)
+
+
+@dataclass
+class _Track:
+    """Per-step series of :func:`otdd_flow` (``k = 0..steps``) and the final points."""
+
+    X: torch.Tensor
+    values: list[float] = field(default_factory=list)
+    lowers: list[float] = field(default_factory=list)
+    uppers: list[float] = field(default_factory=list)
+    pcost: list[float] = field(default_factory=list)
+    fpart: list[float] = field(default_factory=list)
+    lpart: list[float] = field(default_factory=list)
+    changed: list[bool] = field(default_factory=list)
+    traj: list[np.ndarray] = field(default_factory=list)
+    n_solves: int = 0  # solves after the first one (``s0``)
+
+    def record(
+        self,
+        value: float,
+        lower: float,
+        upper: float,
+        fk: float,
+        lk: float,
+        changed: bool,
+        idx_t: torch.Tensor,
+    ) -> None:
+        self.values.append(value)
+        self.lowers.append(lower)
+        self.uppers.append(upper)
+        self.pcost.append(fk + lk)
+        self.fpart.append(fk)
+        self.lpart.append(lk)
+        self.changed.append(changed)
+        self.traj.append(self.X[idx_t].cpu().numpy())
+
+
+def _run_steps(
+    setup: FlowSetup,
+    XA: torch.Tensor,
+    s0: Solved,
+    T0: torch.Tensor,
+    steps: int,
+    tau: float,
+    mode: str,
+    idx_t: torch.Tensor,
+) -> _Track:
+    """Step 0 (``s0`` at A) and ``steps`` steps toward the barycentric targets, each
+    re-solved and bounded (geodesic: the upper bound also by ``pi_0``'s cost at ``x_k``)."""
+    track = _Track(XA)
+    f0, l0 = plan_cost(XA, s0.stats, setup, s0.plan, s0.table.value)
+    track.record(s0.value, s0.lower, s0.upper, f0, l0, False, idx_t)
+    X, prev = XA, s0
+    for _ in range(steps):
+        T = T0 if mode == "geodesic" else barycentric(X, setup.sb.features, prev.plan)
+        X = step_toward(X, T, tau)
+        s = solve_at(setup, X)
+        track.n_solves += s.n_solves
+        if mode == "geodesic":
+            fk, lk = plan_cost(X, s.stats, setup, s0.plan, s.table.value)
+            up = s.upper
+            if s.table.exact:
+                up = min(up, fk + lk)
+            else:
+                up = min(up, sum(plan_cost(X, s.stats, setup, s0.plan, s.table.upper)))
+            changed = not s.plan.same_as(s0.plan, setup.sb.n)
+        else:
+            fk, lk = plan_cost(X, s.stats, setup, s.plan, s.table.value)
+            up = s.upper
+            changed = not s.plan.same_as(prev.plan, setup.sb.n)
+        up = max(up, s.lower)  # pi_0's cost below the LP optimum is round-off only
+        track.X = X
+        track.record(min(max(s.value, s.lower), up), s.lower, up, fk, lk, changed, idx_t)
+        prev = s
+    return track
+
+
+@dataclass(frozen=True)
+class _Residual:
+    which: str
+    residual: float
+    bounds: tuple[float, float]
+    residuals: dict[str, float]
+    n_solves: int
+
+
+def _residual(setup: FlowSetup, XA: torch.Tensor, s0: Solved, T0: torch.Tensor) -> _Residual:
+    """Move every point all the way along ``pi_0``, and along the class-respecting plan
+    (classes fixed): what is left (see ``FlowResult.residual``)."""
+    v0, lo0, up0 = s0.value, s0.lower, s0.upper
+    cands = [("otdd", solve_at(setup, T0))]
+    if setup.use_labels and v0 > 0:
+        pc = class_plan(XA, s0, setup)
+        cands.append(("class", solve_at(setup, barycentric(XA, setup.sb.features, pc))))
+    n_solves = sum(c.n_solves for _, c in cands) + (len(cands) - 1)
+    if v0 > 0:
+        which, best = min(cands, key=lambda c: c[1].value)
+        residual = best.value / v0
+        rlo = min(c.lower for _, c in cands)
+        rup = min(c.upper for _, c in cands)
+        rb = (rlo / up0 if up0 > 0 else 0.0, rup / lo0 if lo0 > 0 else math.inf)
+    else:
+        which, residual, rb = "otdd", 0.0, (0.0, 0.0 if cands[0][1].upper == 0 else math.inf)
+    residuals = {k: (float(c.value / v0) if v0 > 0 else 0.0) for k, c in cands}
+    return _Residual(which, residual, rb, residuals, n_solves)
+
+
+def _flow_params(
+    setup: FlowSetup,
+    mode: str,
+    steps: int,
+    tau: float,
+    lambda_x: float,
+    lambda_y: float,
+    n: int,
+    names: tuple[str, str],
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "mode": mode,
+        "steps": steps,
+        "step_size": tau,
+        "inner": setup.inner,
+        "solver": setup.solver,
+        "lambda_x": float(lambda_x),
+        "lambda_y": float(lambda_y),
+        "n_a": n,
+        "n_b": setup.sb.n,
+        "dataset_a": names[0],
+        "dataset_b": names[1],
+    }
+    if setup.options:
+        params["solver_options"] = {
+            k: v for k, v in setup.options.items() if isinstance(v, (int, float, str, bool))
+        }
+    return params
+
+
 def otdd_flow(
     X1: Any,
     y1: Any,
@@ -514,157 +534,61 @@ def otdd_flow(
         InputError: bad arguments (one line, with the fix).
     """
     t0 = time.perf_counter()
-    _check_flow_args(steps, step_size, mode, solver)
-    _check_common(inner, solver, lambda_x, lambda_y)
-    if (y1 is None) != (y2 is None):
-        raise _mixed_labels_error(names[0] if y1 is None else names[1])
-    steps, tau = int(steps), float(step_size)
-    dev = device_of(X1, X2)
-    XA = as_points(X1, dataset=names[0], device=dev)
-    sb = dataset_stats(X2, y2, name=names[1], inner=inner, self_tables=False)
-    check_pair(XA, sb.features, names[0], names[1])
-    auto = solver == "auto"
-    kind = solver
-    if auto:
-        kind = "exact" if XA.shape[0] * sb.n <= config.EXACT_MAX_ENTRIES else "minibatch"
-    setup = _Setup(
-        sb=sb,
-        y1=y1,
-        name_a=names[0],
-        inner=inner,
-        solver=kind,
-        lambda_x=float(lambda_x),
-        lambda_y=float(lambda_y) if (y1 is not None and lambda_y > 0) else 0.0,
-        use_labels=y1 is not None and lambda_y > 0,
-        inner_options=inner_options,
-        options=_split_options(kind, auto, dict(solver_options)),
+    setup, XA = _setup(
+        X1,
+        y1,
+        X2,
+        y2,
+        steps,
+        step_size,
+        mode,
+        inner,
+        solver,
+        lambda_x,
+        lambda_y,
+        names,
+        inner_options,
+        solver_options,
     )
-    n = XA.shape[0]
-    if trajectory_sample is None or trajectory_sample >= n:
-        idx = np.arange(n, dtype=np.int64)
-    else:
-        if isinstance(trajectory_sample, bool) or int(trajectory_sample) < 0:
-            raise InputError(
-                f"trajectory_sample must be None or an integer >= 0, got {trajectory_sample!r}",
-                field="trajectory_sample",
-                fix="pass e.g. trajectory_sample=256",
-            )
-        rng = np.random.default_rng(config.SEED)
-        idx = np.sort(rng.choice(n, int(trajectory_sample), replace=False)).astype(np.int64)
-    idx_t = torch.from_numpy(idx).to(XA.device)
-
-    values, lowers, uppers = [], [], []
-    pcost, fpart, lpart, changed = [], [], [], []
-    traj = [XA[idx_t].cpu().numpy()]
-    n_solves = 0
-    certified = True  # exact LP and mini-batch bounds are both certified
-
-    X = XA
-    s0 = _solve(setup, X)
-    n_solves += s0.n_solves
-    f0, l0 = _plan_cost(X, s0.stats, setup, s0.plan, s0.table.value)
-    values.append(s0.value)
-    lowers.append(s0.lower)
-    uppers.append(s0.upper)
-    pcost.append(f0 + l0)
-    fpart.append(f0)
-    lpart.append(l0)
-    changed.append(False)
-    T0 = _barycentric(X, sb.features, s0.plan)
-    prev = s0
-    for _ in range(steps):
-        T = T0 if mode == "geodesic" else _barycentric(X, sb.features, prev.plan)
-        X = _step(X, T, tau)
-        s = _solve(setup, X)
-        n_solves += s.n_solves
-        if mode == "geodesic":
-            fk, lk = _plan_cost(X, s.stats, setup, s0.plan, s.table.value)
-            up = s.upper
-            if s.table.exact:
-                up = min(up, fk + lk)
-            else:
-                up = min(up, sum(_plan_cost(X, s.stats, setup, s0.plan, s.table.upper)))
-            changed.append(not s.plan.same_as(s0.plan, sb.n))
-        else:
-            fk, lk = _plan_cost(X, s.stats, setup, s.plan, s.table.value)
-            up = s.upper
-            changed.append(not s.plan.same_as(prev.plan, sb.n))
-        up = max(up, s.lower)  # pi_0's cost below the LP optimum is round-off only
-        values.append(min(max(s.value, s.lower), up))
-        lowers.append(s.lower)
-        uppers.append(up)
-        pcost.append(fk + lk)
-        fpart.append(fk)
-        lpart.append(lk)
-        traj.append(X[idx_t].cpu().numpy())
-        prev = s
-
-    # residual: move every point all the way along pi_0, and along the class-respecting plan
-    # (classes fixed); what is left
-    v0, lo0, up0 = s0.value, s0.lower, s0.upper
-    cands = [("otdd", _solve(setup, T0))]
-    if setup.use_labels and v0 > 0:
-        pc = _class_plan(XA, s0, setup)
-        cands.append(("class", _solve(setup, _barycentric(XA, sb.features, pc))))
-    n_solves += sum(c.n_solves for _, c in cands) + (len(cands) - 1)
-    if v0 > 0:
-        which, best = min(cands, key=lambda c: c[1].value)
-        residual = best.value / v0
-        rlo = min(c.lower for _, c in cands)
-        rup = min(c.upper for _, c in cands)
-        rb = (rlo / up0 if up0 > 0 else 0.0, rup / lo0 if lo0 > 0 else math.inf)
-    else:
-        which, residual, rb = "otdd", 0.0, (0.0, 0.0 if cands[0][1].upper == 0 else math.inf)
+    steps, tau = int(steps), float(step_size)
+    idx = _trajectory_index(XA.shape[0], trajectory_sample)
+    s0 = solve_at(setup, XA)
+    T0 = barycentric(XA, setup.sb.features, s0.plan)
+    track = _run_steps(setup, XA, s0, T0, steps, tau, mode, torch.from_numpy(idx).to(XA.device))
+    res = _residual(setup, XA, s0, T0)
     table, fshare = _class_table(XA, s0, setup)
     cls = np.empty(s0.stats.n_classes, dtype=object)
     cls[:] = list(s0.stats.classes)
     labels = cls[s0.stats.codes.cpu().numpy()[idx]]
-    params: dict[str, Any] = {
-        "mode": mode,
-        "steps": steps,
-        "step_size": tau,
-        "inner": inner,
-        "solver": kind,
-        "lambda_x": float(lambda_x),
-        "lambda_y": float(lambda_y),
-        "n_a": n,
-        "n_b": sb.n,
-        "dataset_a": names[0],
-        "dataset_b": names[1],
-    }
-    if setup.options:
-        params["solver_options"] = {
-            k: v for k, v in setup.options.items() if isinstance(v, (int, float, str, bool))
-        }
     return FlowResult(
-        values=_readonly(np.asarray(values, dtype=np.float64)),
-        lower=_readonly(np.asarray(lowers, dtype=np.float64)),
-        upper=_readonly(np.asarray(uppers, dtype=np.float64)),
-        X=np.array(X.cpu().numpy(), copy=True),
+        values=_readonly(np.asarray(track.values, dtype=np.float64)),
+        lower=_readonly(np.asarray(track.lowers, dtype=np.float64)),
+        upper=_readonly(np.asarray(track.uppers, dtype=np.float64)),
+        X=np.array(track.X.cpu().numpy(), copy=True),
         class_table=MappingProxyType(table),
         feature_share=_readonly(fshare),
-        residual=float(residual),
-        residual_bounds=(float(max(rb[0], 0.0)), float(rb[1])),
-        residual_plan=which,
-        residuals=MappingProxyType({k: (float(c.value / v0) if v0 > 0 else 0.0) for k, c in cands}),
-        plan_changed=_readonly(np.asarray(changed, dtype=bool)),
-        plan_cost=_readonly(np.asarray(pcost, dtype=np.float64)),
-        feature_part=_readonly(np.asarray(fpart, dtype=np.float64)),
-        label_part=_readonly(np.asarray(lpart, dtype=np.float64)),
+        residual=float(res.residual),
+        residual_bounds=(float(max(res.bounds[0], 0.0)), float(res.bounds[1])),
+        residual_plan=res.which,
+        residuals=MappingProxyType(res.residuals),
+        plan_changed=_readonly(np.asarray(track.changed, dtype=bool)),
+        plan_cost=_readonly(np.asarray(track.pcost, dtype=np.float64)),
+        feature_part=_readonly(np.asarray(track.fpart, dtype=np.float64)),
+        label_part=_readonly(np.asarray(track.lpart, dtype=np.float64)),
         plan=(
             _readonly(s0.plan.rows.cpu().numpy()),
             _readonly(s0.plan.cols.cpu().numpy()),
             _readonly(s0.plan.mass.cpu().numpy()),
         ),
-        trajectory=np.stack(traj),
+        trajectory=np.stack(track.traj),
         trajectory_index=_readonly(idx),
         trajectory_labels=_readonly(labels),
         mode=mode,
         steps=steps,
         step_size=tau,
-        certified=certified,
+        certified=True,  # exact LP and mini-batch bounds are both certified
         method=f"otdd_flow[{mode},{inner}] outer={s0.method}",
-        n_solves=n_solves,
+        n_solves=s0.n_solves + track.n_solves + res.n_solves,
         seconds=time.perf_counter() - t0,
-        params=params,
+        params=_flow_params(setup, mode, steps, tau, lambda_x, lambda_y, XA.shape[0], names),
     )
