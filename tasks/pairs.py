@@ -27,7 +27,7 @@ from otaudit.audit.measures import compute_pair, compute_pairs, failed_block_row
 from otaudit.audit.screen import SCREEN_MEASURE, screened_pairs
 from otaudit.errors import describe_error
 
-from .devices import worker_device
+from .devices import cluster_executor, worker_device
 from .plan import AuditPlan, plan_blocks
 from .retry import is_transient, reraise_for_retry
 
@@ -72,7 +72,7 @@ def compute_pair_block(
     measures = list(plan.measures) if measures is None else list(measures)
     try:
         device = worker_device(load_settings().pair_device)  # the worker's own GPU, or CPU
-        return compute_pairs(block, refs, plan, measures, device)
+        return compute_pairs(block, refs, plan, measures, device, executor=cluster_executor)
     except Exception as e:  # noqa: BLE001 - recorded in the report with its reason
         if reraise_for_retry(e):
             raise
