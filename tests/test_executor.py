@@ -6,6 +6,7 @@ pair runs does not change them (Dask reschedules the lost tasks)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -37,6 +38,7 @@ def client():
         ) as cluster,
         Client(cluster) as c,
     ):
+        c.run(importlib.import_module, "otaudit.core.minibatch")  # warm: torch imports once
         yield c
 
 
@@ -150,6 +152,7 @@ def test_bad_executor_is_an_input_error():
         otaudit.ot_bounds(X, Y, executor="threads", **BOUNDS)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_pair_same_numbers(client, small_tiles):
     """SIGKILL one worker process while the pair runs: its tasks are rescheduled on the
     other (and on the nanny's replacement); the pair completes with the serial numbers."""
@@ -173,3 +176,48 @@ def test_worker_killed_mid_pair_same_numbers(client, small_tiles):
     _same(r0, out["r"])
     client.wait_for_workers(2, timeout=60)
     assert pids[victim] not in client.run(os.getpid).values()  # it really died
+
+
+def _pair_on_worker(X, Y, threshold: int):
+    """Runs as ONE Dask task on a 1-thread worker, as a pair-block task does: the pipeline's
+    hook (``compute_pair`` with :func:`otaudit.tasks.devices.cluster_executor`) on a pair
+    above ``threshold`` points (set in this worker process only: the test's pair is small)."""
+    from otaudit import config as wconfig
+    from otaudit.audit.measures import compute_pair
+    from otaudit.audit.prepare import DatasetRef
+    from otaudit.tasks.devices import cluster_executor
+
+    wconfig.PAIR_EXECUTOR_MIN_POINTS = threshold
+
+    def ref(name: str, n: int) -> DatasetRef:
+        return DatasetRef(
+            name, "mem://" + name, name, "identity", n, 0, X.shape[1], False, name, name,
+            False, 0.0, 0.0, 0.0, 0.0,
+        )  # fmt: skip
+
+    arrays = {"a": X, "b": Y}
+    params = {k: v for k, v in BOUNDS.items() if k != "solver"} | {"solver": "minibatch"}
+    r = compute_pair(
+        "ot_bounds", params, lambda kind, rf: arrays[rf.name], ref("a", len(X)),
+        ref("b", len(Y)), executor=cluster_executor,
+    )  # fmt: skip
+    return r.lower, r.upper, r.value
+
+
+def test_large_pair_task_uses_the_whole_cluster(client):
+    """One pair task on a 2 x 1-thread cluster: above the threshold it secedes and spreads
+    its block solves over both workers (no deadlock of the worker running it), with the
+    numbers of an in-process run; below the threshold it stays one task."""
+    from distributed import get_task_stream
+
+    X, Y = _clouds(1200, 1000, 5, seed=8)
+    r0 = otaudit.ot_bounds(X, Y, **BOUNDS)
+    with get_task_stream(client) as ts:
+        big = client.submit(_pair_on_worker, X, Y, 1000, pure=False).result(timeout=300)
+    assert big == (r0.lower, r0.upper, r0.value)
+    inner = [t for t in ts.data if str(t["key"]).startswith("_exact_chunk")]
+    assert len({t["worker"] for t in inner}) == 2  # both workers solved blocks of the pair
+    with get_task_stream(client) as ts:
+        small = client.submit(_pair_on_worker, X, Y, 10**9, pure=False).result(timeout=300)
+    assert small == big
+    assert [str(t["key"]).split("-")[0] for t in ts.data] == ["_pair_on_worker"]
