@@ -13,15 +13,36 @@ import pytest
 
 from otaudit.data.storage import SUCCESS, Store, check_reachable
 from otaudit.errors import InputError, StorageError
+from tests import emulators
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
+@pytest.fixture(scope="module")
+def azurite_options():
+    """azurite (Azure Blob emulator) on loopback; skips with the install command if absent."""
+    with emulators.azurite() as opts:
+        yield opts
+
+
+@pytest.fixture(scope="module")
+def gcs_options():
+    """fake-gcs-server on loopback; skips with the install command if absent."""
+    with emulators.fake_gcs() as opts:
+        yield opts
+
+
+@pytest.fixture(params=["local", "memory", "s3", "az", "gs"])
 def store(request, tmp_path):
-    """One Store per backend, each on a fresh prefix."""
+    """One Store per backend, each on a fresh prefix (az: azurite, gs: fake-gcs-server)."""
     if request.param == "local":
         return Store(str(tmp_path / "out"))
     if request.param == "memory":
         return Store(f"memory://otaudit-test-{os.getpid()}-{time.monotonic_ns()}")
+    if request.param in ("az", "gs"):
+        opts = request.getfixturevalue(
+            "azurite_options" if request.param == "az" else "gcs_options"
+        )
+        container = emulators.new_container(request.param, opts)
+        return Store(f"{request.param}://{container}/audits", opts)
     bucket, opts = request.getfixturevalue("s3_bucket")
     return Store(f"s3://{bucket}/audits", opts)
 
@@ -235,3 +256,55 @@ def test_check_reachable_local_not_a_directory(tmp_path):
     (tmp_path / "file").write_bytes(b"x")
     with pytest.raises(StorageError, match="is not a directory; fix:"):
         check_reachable(Store(str(tmp_path / "file" / "out")))
+
+
+@pytest.mark.parametrize(
+    ("uri", "package", "extra"),
+    [
+        ("s3://b/p", "s3fs", "s3"),
+        ("az://container/p", "adlfs", "azure"),
+        ("abfs://container/p", "adlfs", "azure"),
+        ("gs://bucket/p", "gcsfs", "gcs"),
+    ],
+)
+def test_missing_backend_names_its_extra(monkeypatch, uri, package, extra):
+    """Without the fsspec backend installed (its import made to fail, and fsspec's registry
+    of already imported classes emptied for the scheme), the one-line error names the
+    right extra: `otaudit[s3]` was advised for every scheme before."""
+    import importlib
+    import sys
+
+    registry = importlib.import_module("fsspec.registry")._registry  # imported classes
+
+    scheme = uri.split("://")[0]
+    monkeypatch.setitem(sys.modules, package, None)  # `import package` raises ImportError
+    for proto in (scheme, "gcs", "gs", "az", "abfs", "abfss", "s3", "s3a"):
+        monkeypatch.delitem(registry, proto, raising=False)
+    with pytest.raises(StorageError) as e:
+        Store(uri, {})
+    msg = str(e.value)
+    assert "\n" not in msg and "ImportError" in msg
+    assert f"pip install 'otaudit[{extra}]' ({package} is the {scheme}:// backend)" in msg
+    assert (extra == "s3") or "otaudit[s3]" not in msg
+
+
+def test_backend_errors_that_are_not_oserrors_become_storage_errors():
+    """gcsfs's HttpError and azure's HttpResponseError are not OSErrors; matched by module."""
+    from otaudit.data.storage import storage_errors
+
+    HttpError = pytest.importorskip("gcsfs.retry").HttpError
+    from azure.core.exceptions import HttpResponseError
+
+    assert not issubclass(HttpError, OSError) and not issubclass(HttpResponseError, OSError)
+    with pytest.raises(StorageError, match=r"storage 'gs://b/k' write failed: HttpError: "):
+        with storage_errors("gs://b/k", "write", "gs"):
+            raise HttpError({"code": 503, "message": "backend unavailable"})
+    with pytest.raises(StorageError, match=r"RuntimeError: Failed to upload block"):
+        with storage_errors("az://c/k", "write", "az"):  # adlfs wraps azure's error
+            try:
+                raise HttpResponseError("OutOfRangeInput")
+            except HttpResponseError as e:
+                raise RuntimeError("Failed to upload block") from e
+    with pytest.raises(ZeroDivisionError):  # a bug is not a storage error
+        with storage_errors("gs://b/k", "write", "gs"):
+            raise ZeroDivisionError

@@ -61,6 +61,21 @@ def _error_types() -> tuple[type[BaseException], ...]:
 
 
 _ERRORS = _error_types()
+#: Top-level modules of the gcsfs/adlfs stacks, whose errors (gcsfs ``HttpError``, azure's
+#: ``HttpResponseError``, ...) are not OSErrors; matched by module so that importing this
+#: module does not import those (slow) packages.
+_BACKEND_ERROR_MODULES = ("gcsfs", "adlfs", "azure", "google")
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an I/O failure of a storage backend (turned into a StorageError)."""
+    if isinstance(exc, _ERRORS):
+        return True
+    return any(
+        type(c).__module__.split(".")[0] in _BACKEND_ERROR_MODULES
+        for c in (exc, exc.__cause__)
+        if c is not None
+    )
 
 
 def _fix_for(protocol: str, exc: BaseException) -> str:
@@ -74,10 +89,56 @@ def _fix_for(protocol: str, exc: BaseException) -> str:
             "credentials (storage_options key/secret or AWS_* environment)"
         )
     if protocol in ("gs", "gcs"):
-        return "check the network and the Google credentials (token in storage_options)"
+        return (
+            "check the network, storage_options.token (a service-account JSON file, "
+            "'google_default', or 'anon' for an emulator) and endpoint_url if not Google's"
+        )
     if protocol in ("az", "abfs", "abfss"):
-        return "check account_name and the Azure credentials in storage_options"
+        return (
+            "check the container name and storage_options: account_name with account_key, "
+            "sas_token or credential, or a connection_string (or AZURE_STORAGE_* environment)"
+        )
     return "check that the path exists and is readable/writable"
+
+
+#: URI scheme -> (fsspec backend package, otaudit extra that installs it).
+_BACKENDS = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+    "abfs": ("adlfs", "azure"),
+    "abfss": ("adlfs", "azure"),
+}
+
+
+def _backend_hint(scheme: str, exc: BaseException) -> str:
+    """The fix for a URI that fsspec cannot open: the extra to install for a missing backend,
+    else what to check."""
+    backend = _BACKENDS.get(scheme.lower())
+    if isinstance(exc, ImportError) and backend:
+        return f"pip install 'otaudit[{backend[1]}]' ({backend[0]} is the {scheme}:// backend)"
+    if isinstance(exc, ImportError):
+        return f"install the fsspec backend of {scheme}:// (see fsspec's list of implementations)"
+    return "check the URI scheme and the storage_options (key names of the fsspec backend)"
+
+
+def _url_to_fs(uri: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """``fsspec.core.url_to_fs``, except for GCS at a custom ``endpoint_url`` (an emulator,
+    a private endpoint): gcsfs >= 2025.10 registers ``ExtendedGcsFileSystem``, whose bucket
+    type probe (Google's Storage Control gRPC API) times out after 60 s on anything but
+    Google, uncached, before every open. There the plain ``gcsfs.core.GCSFileSystem`` (the
+    JSON API only) is used; ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` does the same for
+    every gcsfs user of the process."""
+    scheme = uri.split("://")[0].lower() if "://" in uri else "file"
+    endpoint = str(options.get("endpoint_url") or "")
+    if scheme in ("gs", "gcs") and endpoint and "googleapis.com" not in endpoint:
+        from gcsfs.core import GCSFileSystem
+
+        root = GCSFileSystem._strip_protocol(uri)
+        return GCSFileSystem(**options), root
+    return fsspec.core.url_to_fs(uri, **options)
 
 
 @contextlib.contextmanager
@@ -87,7 +148,9 @@ def storage_errors(uri: str, action: str, protocol: str = "file") -> Iterator[No
         yield
     except (StorageError, InputError):
         raise
-    except _ERRORS as e:
+    except Exception as e:
+        if not _is_storage_error(e):
+            raise
         what = (
             "not found"
             if isinstance(e, FileNotFoundError)
@@ -203,15 +266,14 @@ class Store:
                 "empty storage URI", field="uri", fix="give a local path or an fsspec URI"
             )
         self.storage_options: dict[str, Any] = dict(storage_options or {})
-        with storage_errors(uri, "open", uri.split("://")[0] if "://" in uri else "file"):
+        scheme = uri.split("://")[0] if "://" in uri else "file"
+        with storage_errors(uri, "open", scheme):
             try:
-                fs, root = fsspec.core.url_to_fs(uri, **self.storage_options)
+                fs, root = _url_to_fs(uri, self.storage_options)
             except (ValueError, ImportError, TypeError) as e:
                 raise StorageError(
                     f"storage {redact(uri)!r} cannot be opened: {type(e).__name__}: "
-                    f"{' '.join(str(e).split())[:200]}; fix: check the URI scheme, install "
-                    "its fsspec backend (s3fs for s3://, pip install otaudit[s3]) and the "
-                    "storage_options"
+                    f"{' '.join(str(e).split())[:200]}; fix: {_backend_hint(scheme, e)}"
                 ) from e
         self.fs = fs
         self.root: str = root.rstrip("/") if root not in ("/", "") else root
@@ -517,14 +579,22 @@ def check_reachable(store: Store) -> None:
             f"storage {redact(uri)!r} unreachable: bucket {bucket!r} does not "
             "exist; fix: create the bucket or correct the URI"
         ) from e
-    except _ERRORS as e:
-        raise StorageError(
-            f"storage {redact(uri)!r} unreachable: {type(e).__name__}: "
-            f"{' '.join(str(e).split())[:200]}; fix: {_fix_for(store.protocol, e)}"
-        ) from e
     except (TypeError, ValueError) as e:  # an unknown storage_options key surfaces here
+        if _is_storage_error(e):
+            _raise_unreachable(store, e)
         raise StorageError(
             f"storage {redact(uri)!r} rejected its storage_options: "
             f"{' '.join(str(e).split())[:200]}; fix: remove or correct that key "
             "(see the fsspec backend's documentation)"
         ) from e
+    except Exception as e:  # OSErrors, botocore's, gcsfs's and azure's own error types
+        if not _is_storage_error(e):
+            raise
+        _raise_unreachable(store, e)
+
+
+def _raise_unreachable(store: Store, e: BaseException) -> None:
+    raise StorageError(
+        f"storage {redact(store.uri)!r} unreachable: {type(e).__name__}: "
+        f"{' '.join(str(e).split())[:200]}; fix: {_fix_for(store.protocol, e)}"
+    ) from e
