@@ -368,6 +368,17 @@ DEMO_NOISE_STD: float = 2.0
 DEMO_OTDD_THRESHOLD: float = 45.0
 
 
+#: Executors (issue 14, :mod:`otaudit.core.parallel`): a stage's independent work (block
+#: solves, c-transform row tiles, k-means assignment rows) is cut into at most this many
+#: submitted chunks per worker (coarse tasks, some load balance). Does not change results.
+EXECUTOR_CHUNKS_PER_WORKER: int = 4
+#: Pairs with at least this many points (n_a + n_b) get the cluster's executor inside their
+#: pair task (``ot_bounds``, ``w2``, ``otdd``), so one large pair uses every worker; smaller
+#: pairs stay one task each. At 50k points the bounds take ~90 s on one core, far above the
+#: ~1 ms per Dask task overhead.
+PAIR_EXECUTOR_MIN_POINTS: int = 50_000
+
+
 PIPELINE: tuple[str, ...] = (
     "REPORT_SCHEMA_VERSION",
     "DISPLAY_DIGITS",
@@ -386,6 +397,8 @@ PIPELINE: tuple[str, ...] = (
     "DEMO_SEED",
     "DEMO_NOISE_STD",
     "DEMO_OTDD_THRESHOLD",
+    "EXECUTOR_CHUNKS_PER_WORKER",
+    "PAIR_EXECUTOR_MIN_POINTS",
 )
 
 

@@ -34,7 +34,7 @@ from otaudit.audit.measures import (
 from otaudit.audit.screen import SCREEN_MEASURE, screened_pairs
 from otaudit.errors import OTAuditError, describe_error
 
-from .devices import worker_device
+from .devices import cluster_executor, worker_device
 from .plan import AuditPlan, plan_blocks
 from .retry import is_transient, reraise_for_retry
 
@@ -79,7 +79,7 @@ def compute_pair_block(
     measures = list(plan.measures) if measures is None else list(measures)
     try:
         device = worker_device(load_settings().pair_device)  # the worker's own GPU, or CPU
-        return compute_pairs(block, refs, plan, measures, device)
+        return compute_pairs(block, refs, plan, measures, device, executor=cluster_executor)
     except Exception as e:  # noqa: BLE001 - recorded in the report with its reason
         if reraise_for_retry(e):
             raise

@@ -187,6 +187,14 @@ def test_numerics_import_no_storage_orchestration_or_upper_layer():
     assert bad == {}
 
 
+def test_lib_does_not_import_dask():
+    """Issue 14: the library takes any ``concurrent.futures.Executor``; Dask stays in
+    tasks/ and flows/ (the pipeline hands the cluster's executor down)."""
+    dask = {"dask", "distributed", "prefect_dask"}
+    bad = _violations(lambda m, n: not _in(m, "tasks", "flows") and _top(n) in dask)
+    assert bad == {}
+
+
 def test_data_layer_imports_no_upper_layer():
     bad = _violations(lambda m, n: _in(m, "data") and _in(n, "audit", "app", "tasks", "flows"))
     assert bad == {}

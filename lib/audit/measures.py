@@ -97,10 +97,37 @@ def measure_params(plan: AuditPlan, measure: str) -> dict[str, Any]:
     return dict(spec) if isinstance(spec, dict) else spec.model_dump(mode="json")
 
 
+#: the measures that take ``executor=`` (one large pair spread over the cluster)
+EXECUTOR_MEASURES = ("otdd", "ot_bounds", "w2")
+
+
 def compute_pair(
-    measure: str, params: dict[str, Any], load: Any, ra: DatasetRef, rb: DatasetRef
+    measure: str,
+    params: dict[str, Any],
+    load: Any,
+    ra: DatasetRef,
+    rb: DatasetRef,
+    executor: Any = None,
 ) -> Any:
-    """Compute one measure for one pair; ``load(kind, ref)`` returns stats or embeddings."""
+    """Compute one measure for one pair; ``load(kind, ref)`` returns stats or embeddings.
+
+    ``executor``: a factory of context managers yielding a ``concurrent.futures.Executor``
+    (e.g. :func:`otaudit.tasks.devices.cluster_executor`, which secedes the pair's Dask
+    task while the cluster works on it). Used only by large pairs (``n_a + n_b >=
+    config.PAIR_EXECUTOR_MIN_POINTS``) of :data:`EXECUTOR_MEASURES`; the numbers are the
+    same either way (issue 14)."""
+    from .. import config
+
+    big = ra.n_rows + rb.n_rows >= config.PAIR_EXECUTOR_MIN_POINTS
+    if executor is None or not big or measure not in EXECUTOR_MEASURES:
+        return _compute_pair(measure, params, load, ra, rb, None)
+    with executor() as ex:
+        return _compute_pair(measure, params, load, ra, rb, ex)
+
+
+def _compute_pair(
+    measure: str, params: dict[str, Any], load: Any, ra: DatasetRef, rb: DatasetRef, ex: Any
+) -> Any:
     import otaudit
 
     if ra.dim != rb.dim:  # name both datasets (ot_bounds/w2 only see anonymous arrays)
@@ -113,9 +140,10 @@ def compute_pair(
     if measure == "otdd":
         p = dict(params)
         options = p.pop("options", {}) or {}
-        return otaudit.otdd_from_stats(load("stats", ra), load("stats", rb), **p, **options)
+        sa, sb = load("stats", ra), load("stats", rb)
+        return otaudit.otdd_from_stats(sa, sb, **p, **options, executor=ex)
     if measure == "ot_bounds":
-        return otaudit.ot_bounds(load("emb", ra), load("emb", rb), **params)
+        return otaudit.ot_bounds(load("emb", ra), load("emb", rb), **params, executor=ex)
     if measure == "w2":
         import torch
 
@@ -125,7 +153,7 @@ def compute_pair(
         solver = p.pop("solver", "auto")
         Xa = torch.as_tensor(load("emb", ra), dtype=torch.float64)
         Xb = torch.as_tensor(load("emb", rb), dtype=torch.float64)
-        return otaudit.solve_ot(SqEuclidean(Xa, Xb), solver=solver, **p)
+        return otaudit.solve_ot(SqEuclidean(Xa, Xb), solver=solver, **p, executor=ex)
     if measure == "sliced":
         sa, sb = load("stats", ra), load("stats", rb)
         ya = sa.codes if sa.labeled else None  # unlabeled: sliced W2 (lower bound still holds)
@@ -199,8 +227,10 @@ def compute_pairs(
     plan: AuditPlan,
     measures: list[str],
     device: Any,
+    executor: Any = None,
 ) -> list[dict[str, Any]]:
-    """The ``pairs.parquet`` rows (dicts) of ``measures`` for a block of pairs, on ``device``.
+    """The ``pairs.parquet`` rows (dicts) of ``measures`` for a block of pairs, on ``device``
+    (``executor``: for the large pairs, see :func:`compute_pair`).
 
     ``refs`` maps the block's dataset names to their :class:`DatasetRef`, or to the
     ``DatasetFailure`` of a dataset that failed (its pairs become failed rows). A pair and
@@ -235,7 +265,7 @@ def compute_pairs(
                 rows.append(pair_row(**common, **names, **sizes, result=hit, cached=True))
                 continue
             try:
-                record = result_record(compute_pair(measure, params, load, ra, rb))
+                record = result_record(compute_pair(measure, params, load, ra, rb, executor))
             except StorageError:
                 raise  # transient: the whole block is retried
             except Exception as e:  # noqa: BLE001 - this pair+measure's own failed row

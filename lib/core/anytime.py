@@ -19,6 +19,7 @@ import torch
 
 from .. import config
 from ..errors import InputError
+from . import parallel
 from .arrays import as_weights
 from .costs import GroundCost
 from .result import OTResult
@@ -102,6 +103,7 @@ def anytime_bounds(
     f0: torch.Tensor | None = None,
     k: int = config.SPARSE_KNN,
     k_add: int = config.SPARSE_ADD_PER_COLUMN,
+    executor: Any = None,
 ) -> OTResult:
     """Certified bounds on ``OT(a, b)`` improved until ``gap_rel <= target_gap``.
 
@@ -120,116 +122,119 @@ def anytime_bounds(
             ``start="minibatch"`` and a mini-batch ``budget``, each sparse round counts as one
             solve against that budget too.
         progress: called as ``progress(round, lower, upper)`` after every round.
+        executor: a :class:`concurrent.futures.Executor` for the independent work of the
+            rounds (:mod:`otaudit.core.parallel`); None: in process. Same result either way.
     Returns:
         OTResult with the running certified interval; ``converged`` = target reached;
         ``extra["history"]`` = ``[(seconds, lower, upper), ...]``; ``method`` names the
         route(s) that ran (``"sparse"``, ``"minibatch[...]"``, ``"minibatch[...]+sparse"``).
     """
-    t0 = time.perf_counter()
-    check_anytime_knobs(target_gap, time_limit, progress)
-    if start not in STARTS:
-        raise InputError(
-            f"unknown start {start!r}", field="start", fix=f"use one of {', '.join(STARTS)}"
+    with parallel.using(executor):
+        t0 = time.perf_counter()
+        check_anytime_knobs(target_gap, time_limit, progress)
+        if start not in STARTS:
+            raise InputError(
+                f"unknown start {start!r}", field="start", fix=f"use one of {', '.join(STARTS)}"
+            )
+        if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 0:
+            raise InputError(
+                f"max_rounds must be an integer >= 0, got {max_rounds!r}",
+                field="max_rounds",
+                fix="pass e.g. max_rounds=30",
+            )
+        dev = cost.device
+        a = as_weights(a, cost.n, dataset="a", device=dev)
+        b = as_weights(b, cost.m, dataset="b", device=dev)
+        target = max(float(target_gap), CLOSED_REL)
+        lo, up = 0.0, math.inf  # costs are non-negative: OT >= 0 is certified
+        history: list[tuple[float, float, float]] = []
+        rounds_info: list[dict[str, Any]] = []
+        extra: dict[str, Any] = {}
+        params: dict[str, Any] = {}
+        methods: list[str] = []
+        n_solves = 0
+        last = 0.0
+        rnd = 0
+
+        def record(r_lo: float, r_up: float) -> None:
+            nonlocal lo, up
+            lo, up = max(lo, r_lo), min(up, r_up)
+            lo = min(lo, up)  # round-off only; both stay valid
+            history.append((time.perf_counter() - t0, lo, up))
+            if progress is not None:
+                progress(rnd, lo, up)
+
+        def time_left() -> bool:
+            if time_limit is None:
+                return True
+            spent = time.perf_counter() - t0
+            return spent + last <= time_limit
+
+        if start == "minibatch":
+            from .minibatch import minibatch_bounds
+
+            t_r = time.perf_counter()
+            mb = minibatch_bounds(cost, a, b, **(minibatch_options or {}))
+            last = time.perf_counter() - t_r
+            methods.append(mb.method)
+            extra.update(mb.extra)
+            params.update(mb.params)
+            n_solves += mb.n_solves
+            record(mb.lower, mb.upper)
+            budget = (minibatch_options or {}).get("budget")
+            if budget is not None:  # the solve budget covers the sparse rounds too (one each)
+                max_rounds = min(max_rounds, max(0, int(budget) - mb.n_solves))
+        sp: SparseOT | None = None
+        optimal = False
+        while _rel(lo, up) > target and rnd < max_rounds and (rnd == 0 or time_left()):
+            if start == "minibatch" and not time_left():
+                break
+            if sp is None:
+                sp = SparseOT(cost, a, b, f0=f0, k=k, k_add=k_add)
+            rnd += 1
+            r = sp.round()
+            last = r.seconds
+            n_solves += 1
+            rounds_info.append(_round_info(r))
+            record(r.lower, r.upper)
+            if r.optimal:
+                optimal = True
+                break
+        if start == "minibatch" and sp is None:
+            # no sparse round ran: the mini-batch result itself (its ``lower="none"`` and its
+            # block solves' convergence stand); whether the target was met is in ``extra``
+            return _minibatch_only(mb, history, float(target_gap), _rel(lo, up) <= target)
+        if sp is not None:
+            methods.append("sparse")
+        gap = _rel(lo, up)
+        converged = gap <= target
+        extra.update(
+            history=history,
+            sparse_rounds=rounds_info,
+            certified_optimal=bool(gap <= CLOSED_REL),
+            restricted_optimal=optimal,
+            target_gap=float(target_gap),
         )
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 0:
-        raise InputError(
-            f"max_rounds must be an integer >= 0, got {max_rounds!r}",
-            field="max_rounds",
-            fix="pass e.g. max_rounds=30",
+        params.update(
+            {
+                "target_gap": float(target_gap),
+                "time_limit": time_limit,
+                "start": start,
+                "max_rounds": int(max_rounds),
+            }
         )
-    dev = cost.device
-    a = as_weights(a, cost.n, dataset="a", device=dev)
-    b = as_weights(b, cost.m, dataset="b", device=dev)
-    target = max(float(target_gap), CLOSED_REL)
-    lo, up = 0.0, math.inf  # costs are non-negative: OT >= 0 is certified
-    history: list[tuple[float, float, float]] = []
-    rounds_info: list[dict[str, Any]] = []
-    extra: dict[str, Any] = {}
-    params: dict[str, Any] = {}
-    methods: list[str] = []
-    n_solves = 0
-    last = 0.0
-    rnd = 0
-
-    def record(r_lo: float, r_up: float) -> None:
-        nonlocal lo, up
-        lo, up = max(lo, r_lo), min(up, r_up)
-        lo = min(lo, up)  # round-off only; both stay valid
-        history.append((time.perf_counter() - t0, lo, up))
-        if progress is not None:
-            progress(rnd, lo, up)
-
-    def time_left() -> bool:
-        if time_limit is None:
-            return True
-        spent = time.perf_counter() - t0
-        return spent + last <= time_limit
-
-    if start == "minibatch":
-        from .minibatch import minibatch_bounds
-
-        t_r = time.perf_counter()
-        mb = minibatch_bounds(cost, a, b, **(minibatch_options or {}))
-        last = time.perf_counter() - t_r
-        methods.append(mb.method)
-        extra.update(mb.extra)
-        params.update(mb.params)
-        n_solves += mb.n_solves
-        record(mb.lower, mb.upper)
-        budget = (minibatch_options or {}).get("budget")
-        if budget is not None:  # the solve budget covers the sparse rounds too (one each)
-            max_rounds = min(max_rounds, max(0, int(budget) - mb.n_solves))
-    sp: SparseOT | None = None
-    optimal = False
-    while _rel(lo, up) > target and rnd < max_rounds and (rnd == 0 or time_left()):
-        if start == "minibatch" and not time_left():
-            break
-        if sp is None:
-            sp = SparseOT(cost, a, b, f0=f0, k=k, k_add=k_add)
-        rnd += 1
-        r = sp.round()
-        last = r.seconds
-        n_solves += 1
-        rounds_info.append(_round_info(r))
-        record(r.lower, r.upper)
-        if r.optimal:
-            optimal = True
-            break
-    if start == "minibatch" and sp is None:
-        # no sparse round ran: the mini-batch result itself (its ``lower="none"`` and its
-        # block solves' convergence stand); whether the target was met is in ``extra``
-        return _minibatch_only(mb, history, float(target_gap), _rel(lo, up) <= target)
-    if sp is not None:
-        methods.append("sparse")
-    gap = _rel(lo, up)
-    converged = gap <= target
-    extra.update(
-        history=history,
-        sparse_rounds=rounds_info,
-        certified_optimal=bool(gap <= CLOSED_REL),
-        restricted_optimal=optimal,
-        target_gap=float(target_gap),
-    )
-    params.update(
-        {
-            "target_gap": float(target_gap),
-            "time_limit": time_limit,
-            "start": start,
-            "max_rounds": int(max_rounds),
-        }
-    )
-    return OTResult(
-        value=up if gap <= CLOSED_REL else 0.5 * (lo + up),
-        lower=lo,
-        upper=up,
-        certified=True,
-        method="+".join(methods),
-        n_solves=n_solves,
-        seconds=time.perf_counter() - t0,
-        params=params,
-        converged=bool(converged),
-        extra=extra,
-    )
+        return OTResult(
+            value=up if gap <= CLOSED_REL else 0.5 * (lo + up),
+            lower=lo,
+            upper=up,
+            certified=True,
+            method="+".join(methods),
+            n_solves=n_solves,
+            seconds=time.perf_counter() - t0,
+            params=params,
+            converged=bool(converged),
+            extra=extra,
+        )
 
 
 def sparse_ot(

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from .. import config
+from . import parallel
 from .certify import U64, gamma
 
 __all__ = [
@@ -222,6 +223,11 @@ class SqEuclidean:
 
     def transpose(self) -> SqEuclidean:
         return SqEuclidean(self.Y, self.X)
+
+    def sub(self, I: torch.Tensor, J: torch.Tensor) -> SqEuclidean:
+        """The cost between the points ``X[I]`` and ``Y[J]`` only (what a block solve sent
+        to another worker carries): ``sub(I, J).block(None, None) == block(I, J)``."""
+        return SqEuclidean(self.X[I], self.Y[J])
 
     def pair_cost(self, I: torch.Tensor, J: torch.Tensor) -> tuple[torch.Tensor, float]:
         """``(||x_{I_k} - y_{J_k}||^2 [K], rho)`` by direct differences, float64, with
@@ -433,6 +439,7 @@ def c_transform(
     side: str = "x",
     budget_bytes: int | None = None,
     fast: bool = False,
+    executor: Any = None,
 ) -> torch.Tensor:
     """Exact c-transform, blockwise.
 
@@ -447,6 +454,11 @@ def c_transform(
     float64 by direct differences, so the result is the same exact c-transform (float64
     round-off of the cost only) at float32 matmul speed. A block with too many candidates
     is computed in float64 instead.
+
+    ``executor`` (or the one installed by :func:`otaudit.core.parallel.using`): the output
+    row tiles are submitted in contiguous chunks (the cost shared once when the executor
+    can share); each tile is computed exactly as in process, so the result is the same to
+    the bit. A CUDA cost always runs in process.
     """
     f = f.to(torch.float64)
     fast = fast and has_lower_block(cost)
@@ -455,25 +467,53 @@ def c_transform(
     n_out, n_other = (cost.m, cost.n) if side == "x" else (cost.n, cost.m)
     out = torch.full((n_out,), math.inf, dtype=torch.float64, device=f.device)
     rows, cols = _tiles(n_out, n_other, budget_bytes, itemsize=2 if fast else 8)
-    for R in row_chunks(n_out, rows):
-        for K in row_chunks(n_other, cols):
-            # tile minimum over K of c - f for the outputs R; exact in both branches
-            K_all = cols >= n_other  # whole other side: no indexing copies
-            KK = None if K_all else K
-            res = None
-            if fast:
-                if side == "x":
-                    B, margin = cost.lower_block(KK, R, f[K], None, transposed=True)  # type: ignore[attr-defined]
-                    res = _exact_candidates(B, margin, f[K], cost.Y[R], cost.X[K])  # type: ignore[attr-defined]
-                else:
-                    B, margin = cost.lower_block(R, KK, None, f[K])  # type: ignore[attr-defined]
-                    res = _exact_candidates(B, margin, f[K], cost.X[R], cost.Y[K])  # type: ignore[attr-defined]
-            if res is None:
-                if side == "x":
-                    res = (cost.block(KK, R) - f[K][:, None]).min(dim=0).values
-                else:
-                    res = (cost.block(R, KK) - f[K][None, :]).min(dim=1).values
-            out[R] = res if K_all else torch.minimum(out[R], res)
+    tiles = list(row_chunks(n_out, rows))
+    with parallel.using(executor) as pool:
+        if pool is None or cost.device.type != "cpu" or len(tiles) < 2:
+            for R in tiles:
+                out[R] = _c_transform_rows(cost, f, side, fast, cols, R)
+            return out
+        if fast:  # the float32 copies, made once here rather than once per task
+            cost.lower_block(slice(0, 1), slice(0, 1))  # type: ignore[attr-defined]
+        chunks = parallel.chunked(tiles, pool.n_chunks(len(tiles)))
+        res = pool.map(_c_transform_chunk, chunks, pool.share(cost), f, side, fast, cols)
+    for R, r in zip(tiles, res, strict=True):
+        out[R] = r
+    return out
+
+
+def _c_transform_chunk(
+    cost: GroundCost, f: torch.Tensor, side: str, fast: bool, cols: int, tiles: list[slice]
+) -> list[torch.Tensor]:
+    """One submitted task of :func:`c_transform`: its row tiles, in order."""
+    return [_c_transform_rows(cost, f, side, fast, cols, R) for R in tiles]
+
+
+def _c_transform_rows(
+    cost: GroundCost, f: torch.Tensor, side: str, fast: bool, cols: int, R: slice
+) -> torch.Tensor:
+    """The c-transform on the output rows ``R``: the running minimum over the column tiles
+    of the other side (the whole side at once when it fits)."""
+    n_other = cost.n if side == "x" else cost.m
+    out = torch.full((R.stop - R.start,), math.inf, dtype=torch.float64, device=f.device)
+    for K in row_chunks(n_other, cols):
+        # tile minimum over K of c - f for the outputs R; exact in both branches
+        K_all = cols >= n_other  # whole other side: no indexing copies
+        KK = None if K_all else K
+        res = None
+        if fast:
+            if side == "x":
+                B, margin = cost.lower_block(KK, R, f[K], None, transposed=True)  # type: ignore[attr-defined]
+                res = _exact_candidates(B, margin, f[K], cost.Y[R], cost.X[K])  # type: ignore[attr-defined]
+            else:
+                B, margin = cost.lower_block(R, KK, None, f[K])  # type: ignore[attr-defined]
+                res = _exact_candidates(B, margin, f[K], cost.X[R], cost.Y[K])  # type: ignore[attr-defined]
+        if res is None:
+            if side == "x":
+                res = (cost.block(KK, R) - f[K][:, None]).min(dim=0).values
+            else:
+                res = (cost.block(R, KK) - f[K][None, :]).min(dim=1).values
+        out = res if K_all else torch.minimum(out, res)
     return out
 
 

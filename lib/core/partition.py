@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import parallel
 from .costs import chunk_size, row_chunks
 from .exact import emd
 
@@ -140,16 +141,43 @@ def kmeans(
     # the [n, k] distances are computed in row chunks within config.COST_BLOCK_BYTES
     # (k ~ n / batch_size: a dense [n, k] would be O(n^2) memory, 7.5 GB at 2 x 200k points)
     rows = chunk_size(k)
+    tiles = list(row_chunks(n, rows))
+    pool = parallel.current()
+    if pool is not None and (Z.device.type != "cpu" or len(tiles) < 2):
+        pool = None
+    shared = None if pool is None else pool.share((Z, zn))
     for _ in range(n_iter):
         cn = (cent * cent).sum(1)
-        for sl in row_chunks(n, rows):
-            lab[sl] = (zn[sl, None] + cn[None, :] - 2.0 * Z[sl] @ cent.T).argmin(1)
+        if pool is None:
+            for sl in tiles:
+                lab[sl] = _nearest(Z, zn, cent, cn, sl)
+        else:  # the assignment chunks side by side (identical rows, identical labels)
+            chunks = parallel.chunked(tiles, pool.n_chunks(len(tiles)))
+            found = pool.map(_nearest_chunk, chunks, shared, cent, cn)
+            for sl, lab_sl in zip(tiles, found, strict=True):
+                lab[sl] = lab_sl
         s = torch.zeros(k, Z.shape[1], dtype=torch.float64, device=Z.device)
         s.index_add_(0, lab, Z * w[:, None])
         m = torch.zeros(k, dtype=torch.float64, device=Z.device).index_add_(0, lab, w)
         ok = m > 0
         cent[ok] = s[ok] / m[ok, None]
     return _restrict(lab, cent)
+
+
+def _nearest(
+    Z: torch.Tensor, zn: torch.Tensor, cent: torch.Tensor, cn: torch.Tensor, sl: slice
+) -> torch.Tensor:
+    """Index of the nearest centroid of the rows ``sl`` of ``Z`` (``zn``, ``cn``: squared
+    norms)."""
+    return (zn[sl, None] + cn[None, :] - 2.0 * Z[sl] @ cent.T).argmin(1)
+
+
+def _nearest_chunk(
+    data: tuple[torch.Tensor, torch.Tensor], cent: torch.Tensor, cn: torch.Tensor, tiles: list
+) -> list[torch.Tensor]:
+    """One submitted task of the k-means assignment: its row tiles, in order."""
+    Z, zn = data
+    return [_nearest(Z, zn, cent, cn, sl) for sl in tiles]
 
 
 def _plusplus_seeds(Z: torch.Tensor, w: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:

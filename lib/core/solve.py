@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .. import config
+from . import parallel
 from .anytime import anytime_bounds, check_anytime_knobs
 from .arrays import as_points, as_weights, check_pair, device_of
 from .certify import exact_interval, scale_points, unscale_result
@@ -105,6 +106,7 @@ def solve_ot(
     target_gap: float = config.TARGET_GAP,
     time_limit: float | None = None,
     progress: Any = None,
+    executor: Any = None,
     **opts: Any,
 ) -> OTResult:
     """Solve (or certifiably bound) OT for any ground cost.
@@ -123,13 +125,19 @@ def solve_ot(
     choose (e.g. ``batch_size`` or ``block_solver`` on a pair small enough for the exact LP)
     are ignored. An option no solver takes, or one the named solver does not take, is an
     :class:`InputError`.
+
+    ``executor``: any :class:`concurrent.futures.Executor` (thread/process pool, Dask's
+    ``client.get_executor()``) for the independent work of the mini-batch and sparse routes
+    (block solves, c-transform tiles, k-means assignment; :mod:`otaudit.core.parallel`);
+    None: in process. The result is the same to the bit either way.
     """
     check_solver(solver)
     auto = solver == "auto"
     check_anytime_knobs(target_gap, time_limit, progress)
     anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
     solver = pick_solver(solver, cost.n, cost.m, int(cost.features_x.shape[1]))
-    return run_settings(cost, a, b, solver_settings(solver, opts, auto=auto), anytime)
+    with parallel.using(executor):
+        return run_settings(cost, a, b, solver_settings(solver, opts, auto=auto), anytime)
 
 
 def pick_solver(solver: str, n: int, m: int, d: int = 1) -> str:
@@ -165,6 +173,7 @@ def ot_bounds(
     target_gap: float = config.TARGET_GAP,
     time_limit: float | None = None,
     progress: Any = None,
+    executor: Any = None,
     **opts: Any,
 ) -> OTResult:
     """Certified bounds on ``W_2^2(X, Y)`` (squared Euclidean ground cost).
@@ -190,6 +199,8 @@ def ot_bounds(
     ``config.PARTITION``, ``config.COUPLING``). ``solver="sinkhorn"`` runs the certified
     full-problem Sinkhorn.
 
+    ``executor``: as for :func:`solve_ot` (same numbers to the bit; not in ``params``).
+
     Returns OTResult: ``lower``/``upper`` certified; ``value`` = their midpoint (exact
     value for an exact solve); ``n_solves`` = block OT solves done.
     """
@@ -213,12 +224,15 @@ def ot_bounds(
     check_anytime_knobs(target_gap, time_limit, progress)
     if solver == "auto":
         solver = "minibatch" if forced else choose_route(cost.n, cost.m, int(Xt.shape[1]))
-    if solver == "minibatch":
-        knobs = dict(batch_size=batch_size, budget=budget, partition=partition, coupling=coupling)
-        settings = solver_settings("minibatch", {**opts, **knobs, "seed": seed})
-        res = run_settings(cost, a, b, settings, anytime)
-    else:
-        res = solve_ot(cost, a, b, solver=solver, **anytime, **opts)
+    with parallel.using(executor):
+        if solver == "minibatch":
+            knobs = dict(
+                batch_size=batch_size, budget=budget, partition=partition, coupling=coupling
+            )
+            settings = solver_settings("minibatch", {**opts, **knobs, "seed": seed})
+            res = run_settings(cost, a, b, settings, anytime)
+        else:
+            res = solve_ot(cost, a, b, solver=solver, **anytime, **opts)
     res = unscale_result(res, s2)
     return res.replace(
         params={**res.params, "solver": solver, "n": cost.n, "m": cost.m, "d": int(Xt.shape[1])}

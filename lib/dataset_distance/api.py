@@ -115,6 +115,7 @@ def otdd_from_stats(
     lambda_y: float = config.LAMBDA_Y,
     inner_options: dict[str, Any] | None = None,
     class_cache: dict[tuple[str, str, str], tuple[float, float, float]] | None = None,
+    executor: Any = None,
     **solver_options: Any,
 ) -> OTResult:
     """OTDD² between two datasets given their cached :class:`DatasetStats` (per-pair work).
@@ -127,6 +128,10 @@ def otdd_from_stats(
 
     Unlabeled statistics (``labeled=False``, both sides): the label term is dropped, so the
     value is plain ``lambda_x * W_2^2``. One labeled and one unlabeled side is an error.
+
+    ``executor``: passed to :func:`otaudit.solve_ot` for the outer problem(s) (mini-batch
+    and sparse routes; :mod:`otaudit.core.parallel`); same numbers to the bit, not in
+    ``params``.
     """
     t0 = time.perf_counter()
     _check_common(inner, solver, lambda_x, lambda_y)
@@ -180,7 +185,8 @@ def otdd_from_stats(
     ly = float(lambda_y) if use_labels else 0.0
 
     def outer(tab: torch.Tensor) -> OTResult:
-        return solve_ot(OTDDCost(sa, sb, tab, lambda_x, ly), solver=solver, **solver_options)
+        cost = OTDDCost(sa, sb, tab, lambda_x, ly)
+        return solve_ot(cost, solver=solver, executor=executor, **solver_options)
 
     if table.exact:
         r = outer(table.value)
@@ -235,6 +241,7 @@ def otdd(
     pseudo_labels: int | None = None,
     names: tuple[str, str] = ("D1", "D2"),
     inner_options: dict[str, Any] | None = None,
+    executor: Any = None,
     **solver_options: Any,
 ) -> OTResult:
     """Optimal Transport Dataset Distance between ``(X1, y1)`` and ``(X2, y2)``.
@@ -250,6 +257,10 @@ def otdd(
         lambda_x, lambda_y: weights of the feature and label terms.
         names: dataset names used in error messages and ``params``.
         inner_options: see :func:`label_costs`.
+        executor: any :class:`concurrent.futures.Executor` (thread/process pool, Dask's
+            ``client.get_executor()``) for the outer solve's independent work
+            (``solver="minibatch"`` or the sparse route); None: in process. Same result to
+            the bit either way.
         **solver_options: passed to the outer solver (e.g. ``reg``, ``batch_size``).
 
     Returns:
@@ -281,6 +292,7 @@ def otdd(
         lambda_x=lambda_x,
         lambda_y=lambda_y,
         inner_options=inner_options,
+        executor=executor,
         **solver_options,
     )
     return r.replace(seconds=time.perf_counter() - t0)

@@ -140,7 +140,41 @@ class OTDDCost:
             C = C + self.lambda_y * self.table[ci][:, cj]
         return C
 
+    def sub(self, I: torch.Tensor, J: torch.Tensor) -> OTDDBlockCost:
+        """The cost between the points ``I`` of A and ``J`` of B only (what a block solve
+        sent to another worker carries): ``sub(I, J).block(None, None) == block(I, J)``."""
+        return OTDDBlockCost(
+            self.a.features[I], self.b.features[J], self.a.codes[I], self.b.codes[J],
+            self.table, self.lambda_x, self.lambda_y,
+        )  # fmt: skip
+
     def transpose(self) -> OTDDCost:
         return OTDDCost(
             self.b, self.a, self.table.T, self.lambda_x, self.lambda_y, self.label_weight
         )
+
+
+class OTDDBlockCost:
+    """:meth:`OTDDCost.sub`: the OTDD cost between given points and class codes (the label
+    table whole: ``classes_a x classes_b``, small), evaluated by the same formula."""
+
+    def __init__(self, Xa, Xb, ca, cb, table, lambda_x: float, lambda_y: float):
+        self.Xa, self.Xb, self.ca, self.cb, self.table = Xa, Xb, ca, cb, table
+        self.lambda_x, self.lambda_y = lambda_x, lambda_y
+        self.n, self.m = Xa.shape[0], Xb.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.Xa.device
+
+    def block(self, I=None, J=None) -> torch.Tensor:
+        Xi = self.Xa if I is None else self.Xa[I]
+        Yj = self.Xb if J is None else self.Xb[J]
+        ci = self.ca if I is None else self.ca[I]
+        cj = self.cb if J is None else self.cb[J]
+        C = sq_euclidean(Xi, Yj)
+        if self.lambda_x != 1.0:
+            C = self.lambda_x * C
+        if self.lambda_y != 0.0:
+            C = C + self.lambda_y * self.table[ci][:, cj]
+        return C

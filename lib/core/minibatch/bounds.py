@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import torch
 
 from ... import config
+from .. import parallel
 from ..arrays import as_weights
 from ..certify import certified_upper_support
 from ..costs import GroundCost
@@ -42,6 +44,7 @@ def minibatch_bounds(
     lower_sinkhorn: int | None = None,
     block_solver: str = config.BOUNDS_BLOCK_SOLVER,
     plan_out: list | None = None,
+    executor: Any = None,
 ) -> OTResult:
     """Certified mini-batch lower/upper bounds on ``OT(a, b)`` for any ground cost.
 
@@ -90,6 +93,8 @@ def minibatch_bounds(
             on CUDA, exact elsewhere). Knobs: ``config.BOUNDS_BLOCK_SINKHORN_*``.
         plan_out: a list to receive the final sparse plan ``(px, qy, mass)`` (the feasible
             plan whose cost is ``upper``; used by :func:`otaudit.otdd_flow`), or None.
+        executor: a :class:`concurrent.futures.Executor` for the independent work of each
+            stage (:mod:`otaudit.core.parallel`); None: in process. Same result either way.
     Returns:
         OTResult with ``value = (lower + upper) / 2`` (the midpoint minimises the worst-case
         error; the upper bound with ``lower="none"``), ``n_solves`` the mini-batch solves
@@ -110,7 +115,7 @@ def minibatch_bounds(
         lower_sinkhorn=lower_sinkhorn,
         block_solver=block_solver,
     )
-    return run_minibatch(cost, a, b, settings, plan_out=plan_out)
+    return run_minibatch(cost, a, b, settings, plan_out=plan_out, executor=executor)
 
 
 def run_minibatch(
@@ -120,8 +125,21 @@ def run_minibatch(
     s: MinibatchSettings,
     *,
     plan_out: list | None = None,
+    executor: Any = None,
 ) -> OTResult:
-    """:func:`minibatch_bounds` with typed settings: the stages composed."""
+    """:func:`minibatch_bounds` with typed settings: the stages composed (``executor``: see
+    :mod:`otaudit.core.parallel`)."""
+    with parallel.using(executor):
+        return _run_minibatch(cost, a, b, s, plan_out)
+
+
+def _run_minibatch(
+    cost: GroundCost,
+    a: torch.Tensor | None,
+    b: torch.Tensor | None,
+    s: MinibatchSettings,
+    plan_out: list | None,
+) -> OTResult:
     t0 = time.perf_counter()
     s = s.checked()
     block_solver = resolve_block_solver(s.block_solver, cost.device)

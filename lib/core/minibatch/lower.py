@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ... import config
+from .. import parallel
 from ..certify import certified_lower_of, cost_max
 from ..costs import (
     GroundCost,
@@ -47,9 +48,48 @@ def block_residual_min(
     any ``D' <= D`` keeps the bound valid)."""
     dev = f.device
     fast = fast and has_lower_block(cost)
-    D = torch.full((kx, ky), math.inf, dtype=torch.float64, device=dev)
     rows = chunk_size(cost.m, budget_bytes, itemsize=2 if fast else 8)
-    for I in row_chunks(cost.n, rows):
+    tiles = list(row_chunks(cost.n, rows))
+    pool = parallel.current()
+    if pool is None or dev.type != "cpu" or len(tiles) < 2:
+        parts = [_residual_rows(cost, f, g, lab_x, kx, lab_y, ky, fast, tiles)]
+    else:  # each task: the exact minimum over its tiles; min is exact in any order
+        if fast:
+            cost.lower_block(slice(0, 1), slice(0, 1))  # type: ignore[attr-defined]
+        chunks = parallel.chunked(tiles, pool.n_chunks(len(tiles)))
+        shared = pool.share(cost)
+        parts = pool.map(_residual_chunk, chunks, shared, f, g, lab_x, kx, lab_y, ky, fast)
+    D = parts[0][0]
+    for Dk, _ in parts[1:]:
+        D = torch.minimum(D, Dk)
+    seen = [c for _, c in parts if c is not None]
+    if stats is not None and seen:
+        stats["cmax"] = max(stats.get("cmax", 0.0), *seen)
+    return D
+
+
+def _residual_chunk(cost, f, g, lab_x, kx, lab_y, ky, fast, tiles) -> list:
+    """One submitted task of :func:`block_residual_min` (a one-element list)."""
+    return [_residual_rows(cost, f, g, lab_x, kx, lab_y, ky, fast, tiles)]
+
+
+def _residual_rows(
+    cost: GroundCost,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    lab_x: torch.Tensor,
+    kx: int,
+    lab_y: torch.Tensor,
+    ky: int,
+    fast: bool,
+    tiles: list[slice],
+) -> tuple[torch.Tensor, float | None]:
+    """The block minima ``D [kx, ky]`` over the rows ``tiles`` of X, and the largest cost
+    entry seen (float64 path only; None when no entry was evaluated in float64)."""
+    dev = f.device
+    D = torch.full((kx, ky), math.inf, dtype=torch.float64, device=dev)
+    cmax: float | None = None
+    for I in tiles:
         if fast:
             B, margin = cost.lower_block(I, None, f[I], g)  # type: ignore[attr-defined]
             r = B.shape[0]
@@ -58,14 +98,14 @@ def block_residual_min(
             Rm = Rm.to(torch.float64) - margin
         else:
             C = cost.block(I, None)
-            if stats is not None and C.numel():
-                stats["cmax"] = max(stats.get("cmax", 0.0), float(C.abs().max()))
+            if C.numel():
+                cmax = max(cmax or 0.0, float(C.abs().max()))
             R = C - f[I, None] - g[None, :]
             r = R.shape[0]
             Rm = torch.full((r, ky), math.inf, dtype=torch.float64, device=dev)
             Rm.scatter_reduce_(1, lab_y[None, :].expand(r, -1), R, reduce="amin")
         D.scatter_reduce_(0, lab_x[I, None].expand(-1, ky), Rm, reduce="amin")
-    return D
+    return D, cmax
 
 
 @dataclass(frozen=True)
