@@ -1,6 +1,6 @@
 """Bit-for-bit regression of the mini-batch bounds on fixed seeds.
 
-The values in ``RECORDED`` were first produced by the code before the stage refactor of
+The values in ``RECORDED_DEFAULT`` / ``RECORDED_AVX2`` (one table per CPU vector capability) were first produced by the code before the stage refactor of
 issue 11, which reproduced them to the bit; they were re-recorded once, on purpose, for the
 rigorous float margins and verified LPs of issue 13 (largest change: lower bounds -1.3e-5
 relative, the OTDD case's -0.77 % from the block LP's verified tree duals; uppers -5e-7 from
@@ -122,7 +122,9 @@ def compute(case: dict) -> dict:
     return {"lower": r.lower, "upper": r.upper, "n_solves": r.n_solves}
 
 
-RECORDED: dict[str, dict] = {
+#: Recorded on the session-4 machine and CI's (their torch CPU capability was not AVX2: the
+#: table below differs from it in 12 cases, so this one is used on every other capability).
+RECORDED_DEFAULT: dict[str, dict] = {
     "aligned-ascent": {"lower": 3.9133329254712566, "n_solves": 92, "upper": 3.973306219921975},
     "aligned-colgen-budget4": {
         "lower": 0.5927517394796876,
@@ -322,15 +324,263 @@ RECORDED: dict[str, dict] = {
 }
 
 
+#: Recorded on a 2-core AMD EPYC (Zen 3, family 25 model 1) whose torch CPU capability is
+#: AVX2, same library versions (2026-12-02). Against RECORDED_DEFAULT, 10 cases differ in the
+#: last 1-2 bits of the lower bound, the Sinkhorn-block case by 1.4e-5 relative (float32
+#: matmuls on other vector kernels), and the OTDD case's lower bound by 1.2 % (its block LPs
+#: are degenerate: a different round-off picks another optimal vertex, hence other — equally
+#: certified — duals). That was the "cause not isolated" of the issue-12 re-recording.
+RECORDED_AVX2: dict[str, dict] = {
+    "aligned-ascent": {"lower": 3.9133329426429517, "n_solves": 92, "upper": 3.973306219921975},
+    "aligned-colgen-budget4": {
+        "lower": 0.5927517394796876,
+        "n_solves": 4,
+        "upper": 1.6925833783151094,
+    },
+    "aligned-colgen-refine0": {
+        "lower": 1.4971712091962313,
+        "n_solves": 22,
+        "upper": 1.9274026554617556,
+    },
+    "aligned-colgen-refine1": {
+        "lower": 1.46396090149515,
+        "n_solves": 32,
+        "upper": 1.7553251253964532,
+    },
+    "aligned-diagonal-budget4": {
+        "lower": 0.5927517394796876,
+        "n_solves": 4,
+        "upper": 1.6925833783150792,
+    },
+    "aligned-diagonal-refine0": {
+        "lower": 1.4971712091962313,
+        "n_solves": 9,
+        "upper": 1.9274026554617552,
+    },
+    "aligned-diagonal-refine1": {
+        "lower": 1.469321858790887,
+        "n_solves": 19,
+        "upper": 1.7553251253964535,
+    },
+    "aligned-greedy-budget4": {
+        "lower": 0.5927517394796876,
+        "n_solves": 4,
+        "upper": 1.6925833783151094,
+    },
+    "aligned-greedy-refine0": {
+        "lower": 1.4971712091962313,
+        "n_solves": 81,
+        "upper": 1.9274026554617556,
+    },
+    "aligned-greedy-refine1": {
+        "lower": 1.5007897316684184,
+        "n_solves": 91,
+        "upper": 1.755325125396454,
+    },
+    "aligned-independent-budget4": {
+        "lower": 0.5548041581547204,
+        "n_solves": 4,
+        "upper": 4.844449269599286,
+    },
+    "aligned-independent-refine0": {
+        "lower": 0.8170865008143611,
+        "n_solves": 81,
+        "upper": 7.128614357132982,
+    },
+    "aligned-independent-refine1": {
+        "lower": 1.1397933529087076,
+        "n_solves": 91,
+        "upper": 2.6441614746858977,
+    },
+    "aligned-lower-rounds3": {
+        "lower": 1.4850115746652768,
+        "n_solves": 61,
+        "upper": 1.5452080849307104,
+    },
+    "aligned-optimal-budget4": {
+        "lower": 0.5927517394796876,
+        "n_solves": 4,
+        "upper": 1.6925833783151094,
+    },
+    "aligned-optimal-refine0": {
+        "lower": 1.4971712091962313,
+        "n_solves": 22,
+        "upper": 1.9274026554617556,
+    },
+    "aligned-optimal-refine1": {
+        "lower": 1.46396090149515,
+        "n_solves": 32,
+        "upper": 1.7553251253964532,
+    },
+    "aligned-sinkhorn-blocks": {
+        "lower": 1.2567577102720808,
+        "n_solves": 27,
+        "upper": 1.5487898587332114,
+    },
+    "aligned-union-budget4": {
+        "lower": 0.5927517394796876,
+        "n_solves": 4,
+        "upper": 1.6925833783151094,
+    },
+    "aligned-union-refine0": {
+        "lower": 1.4971712091962313,
+        "n_solves": 16,
+        "upper": 1.9274026554617554,
+    },
+    "aligned-union-refine1": {
+        "lower": 1.4571928996691923,
+        "n_solves": 26,
+        "upper": 1.7474874248092398,
+    },
+    "aligned-weights": {"lower": 2.5853126447833623, "n_solves": 63, "upper": 2.7330348732418823},
+    "otdd-minibatch": {"lower": 1314.539322779084, "n_solves": 74, "upper": 1335.5988717543726},
+    "random-colgen-budget4": {
+        "lower": 0.5838382692454078,
+        "n_solves": 4,
+        "upper": 3.597307634227293,
+    },
+    "random-colgen-refine0": {
+        "lower": 1.1949317006792042,
+        "n_solves": 20,
+        "upper": 2.7042582251631986,
+    },
+    "random-colgen-refine1": {
+        "lower": 1.5220579115630513,
+        "n_solves": 30,
+        "upper": 1.7325543133292822,
+    },
+    "random-diagonal-budget4": {
+        "lower": 0.5838382692454078,
+        "n_solves": 4,
+        "upper": 3.597307634227293,
+    },
+    "random-diagonal-refine0": {
+        "lower": 1.032675179836025,
+        "n_solves": 8,
+        "upper": 3.028209507655418,
+    },
+    "random-diagonal-refine1": {
+        "lower": 1.4671798170725203,
+        "n_solves": 18,
+        "upper": 1.8945618985864399,
+    },
+    "random-greedy-budget4": {
+        "lower": 0.5838382692454078,
+        "n_solves": 4,
+        "upper": 3.597307634227293,
+    },
+    "random-greedy-refine0": {
+        "lower": 1.1949317006792042,
+        "n_solves": 20,
+        "upper": 2.7042582251631986,
+    },
+    "random-greedy-refine1": {
+        "lower": 1.5220579115630513,
+        "n_solves": 30,
+        "upper": 1.7325543133292822,
+    },
+    "random-independent-budget4": {
+        "lower": 0.5681644997881856,
+        "n_solves": 4,
+        "upper": 4.289545203777579,
+    },
+    "random-independent-refine0": {
+        "lower": 0.5901451660082556,
+        "n_solves": 20,
+        "upper": 2.969079403443872,
+    },
+    "random-independent-refine1": {
+        "lower": 1.5585708736273558,
+        "n_solves": 30,
+        "upper": 1.7811346432749555,
+    },
+    "random-lower-none": {"lower": None, "n_solves": 55, "upper": 1.5442401218518231},
+    "random-optimal-budget4": {
+        "lower": 0.5838382692454078,
+        "n_solves": 4,
+        "upper": 3.597307634227293,
+    },
+    "random-optimal-refine0": {
+        "lower": 1.1949317006792042,
+        "n_solves": 20,
+        "upper": 2.7042582251631986,
+    },
+    "random-optimal-refine1": {
+        "lower": 1.5220579115630513,
+        "n_solves": 30,
+        "upper": 1.7325543133292822,
+    },
+    "random-union-budget4": {
+        "lower": 0.5838382692454078,
+        "n_solves": 4,
+        "upper": 3.597307634227293,
+    },
+    "random-union-perm3": {"lower": 1.5022653224716556, "n_solves": 57, "upper": 1.593478875040166},
+    "random-union-refine0": {
+        "lower": 1.253443136970309,
+        "n_solves": 16,
+        "upper": 2.7609774011229304,
+    },
+    "random-union-refine1": {
+        "lower": 1.544356872004931,
+        "n_solves": 26,
+        "upper": 1.7306372247124666,
+    },
+    "random-weights": {"lower": 2.53364391891247, "n_solves": 60, "upper": 2.7116578644444016},
+}
+
+#: Tables by ``torch.backends.cpu.get_cpu_capability()``: the same operations in the same
+#: order give the same floats only on the same vector kernels.
+RECORDED_BY_CAPABILITY: dict[str, dict[str, dict]] = {"AVX2": RECORDED_AVX2}
+
+
+def recorded() -> tuple[str, dict[str, dict]]:
+    import torch
+
+    cap = torch.backends.cpu.get_cpu_capability()
+    return cap, RECORDED_BY_CAPABILITY.get(cap, RECORDED_DEFAULT)
+
+
+#: Only between two machines' tables: relative differences seen between the AVX2 table and
+#: the default one (largest: 1.2 % on the OTDD lower bound, see above) with room; a refactor
+#: is held to ``==`` by the machine's own table.
+CROSS_MACHINE_RTOL = {
+    "otdd-minibatch": 3e-2,
+    "aligned-sinkhorn-blocks": 1e-4,
+    "aligned-ascent": 1e-7,  # full-problem Sinkhorn dual ascent: 4.4e-9 measured
+}
+CROSS_MACHINE_RTOL_DEFAULT = 1e-9
+
+
 @pytest.mark.parametrize("name", sorted(cases()))
 def test_same_bounds_to_the_bit(name):
+    """``==`` against the table of this machine's CPU capability."""
     got = compute(cases()[name])
-    want = RECORDED[name]
-    assert got["upper"] == want["upper"], (got, want)
-    assert got["n_solves"] == want["n_solves"], (got, want)
+    cap, table = recorded()
+    want = table[name]
+    where = f"(capability {cap}; re-record with `python {__file__}` only for a change on purpose)"
+    assert got["upper"] == want["upper"], (got, want, where)
+    assert got["n_solves"] == want["n_solves"], (got, want, where)
     if want["lower"] is not None:  # lower="none" reports no lower bound (see OTResult)
-        assert got["lower"] == want["lower"], (got, want)
+        assert got["lower"] == want["lower"], (got, want, where)
 
 
-if __name__ == "__main__":
+@pytest.mark.parametrize("name", sorted(cases()))
+def test_machines_tables_agree(name):
+    """The two recorded tables are the same computation: equal solve counts, bounds within
+    the stated cross-machine tolerance."""
+    a, b = RECORDED_DEFAULT[name], RECORDED_AVX2[name]
+    rtol = CROSS_MACHINE_RTOL.get(name, CROSS_MACHINE_RTOL_DEFAULT)
+    assert a["n_solves"] == b["n_solves"]
+    for k in ("lower", "upper"):
+        if a[k] is None or b[k] is None:
+            assert a[k] is b[k]
+        else:
+            assert abs(a[k] - b[k]) <= rtol * abs(a[k]), (k, a, b)
+
+
+if __name__ == "__main__":  # record with the test-suite's threads: OMP_NUM_THREADS=1 (conftest)
+    import torch
+
+    torch.set_num_threads(1)
     json.dump({k: compute(v) for k, v in cases().items()}, sys.stdout, indent=1, sort_keys=True)
