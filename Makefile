@@ -15,7 +15,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: venv demo test lint bench bench-quick clean
+.PHONY: venv demo test test-all lint bench bench-quick clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,9 @@ demo: $(DEMO_STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)  # also the @pytest.mark.slow end-to-end checks (tens of minutes on 2 cores)
+	OTAUDIT_SLOW=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib flows tasks tests benchmarks deployments
