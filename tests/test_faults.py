@@ -233,7 +233,7 @@ def test_two_audits_publish_to_one_prefix_at_once(local_lake, clean_values, dask
     assert len(runs) == 2
     for run in runs:
         assert {p.name for p in run.iterdir()} == {
-            "_SUCCESS", "pairs.parquet", "datasets.parquet", "summary.md", "heatmap.png"
+            "_SUCCESS", "pairs.parquet", "datasets.parquet", "summary.md", "heatmap.png", "report.html"
         }  # fmt: skip
         assert _values(read_report(str(run))) == clean_values
     assert not list(out_dir.rglob(".tmp-*"))
