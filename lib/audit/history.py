@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import config
-from ..data.storage import SUCCESS
 from ..errors import StorageError
 from .heatmap import distance
 from .summary import fmt
@@ -151,15 +150,9 @@ def history_section(changes: Mapping[str, Any] | None, prev_run: str | None) -> 
 
 def previous_run(audit_store: Any, run_id: str) -> str | None:
     """The newest complete run (``run=<id>``) under an audit prefix older than ``run_id``."""
-    try:
-        names = audit_store.ls()
-    except (FileNotFoundError, StorageError):
-        return None
-    runs = sorted(n for n in names if n.startswith("run=") and n < f"run={run_id}")
-    for run in reversed(runs):
-        if audit_store.exists(run, SUCCESS):
-            return run
-    return None
+    from .report import latest_run  # report imports summary, which history imports
+
+    return latest_run(audit_store, before=run_id)
 
 
 def compare_with_previous(

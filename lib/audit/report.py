@@ -288,8 +288,9 @@ class Report:
         raise KeyError(f"no {measure} row for pair ({a!r}, {b!r}) in {redact_uri(self.uri)}")
 
 
-def latest_run(store: Any) -> str | None:
-    """Name (``run=<id>``) of the newest *complete* run under an audit prefix, or None."""
+def latest_run(store: Any, before: str | None = None) -> str | None:
+    """Name (``run=<id>``) of the newest *complete* run under an audit prefix, or None;
+    with ``before``, the newest older than run id ``before``."""
     try:
         entries = store.ls()
     except (FileNotFoundError, StorageError):
@@ -297,7 +298,7 @@ def latest_run(store: Any) -> str | None:
     runs = sorted(
         base
         for base in (e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
-        if base.startswith("run=")
+        if base.startswith("run=") and (before is None or base < f"run={before}")
     )
     for run in reversed(runs):
         if store.exists(run, SUCCESS):
