@@ -15,6 +15,7 @@ passes it explicitly in the workers' ``env``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -148,14 +149,16 @@ def _server_class() -> type:
     return TemporaryServer
 
 
-def start_temporary_server(timeout_s: int | None = None) -> Any:
+def start_temporary_server(timeout_s: float | None = None) -> Any:
     """Start a temporary Prefect server on a free loopback port (see :func:`_server_class`);
-    the caller stops it (``.stop()``)."""
+    the caller stops it (``.stop()``). ``timeout_s``: default
+    ``config.PREFECT_SERVER_START_TIMEOUT_S`` (the setting
+    ``OTAUDIT_PREFECT_SERVER_START_TIMEOUT_S`` reaches it through :func:`prefect_api`)."""
     from otaudit.tasks.settings import PREFECT_SERVER_START_TIMEOUT_S
 
     server = _server_class()(port=_free_port())
     try:
-        server.start(timeout=timeout_s or PREFECT_SERVER_START_TIMEOUT_S)
+        server.start(timeout=max(1, math.ceil(timeout_s or PREFECT_SERVER_START_TIMEOUT_S)))
     except Exception as e:  # say where the server's own output went
         server.stop()
         raise RuntimeError(f"{e} (server log: {server.log_path})") from e
@@ -186,7 +189,7 @@ def stop_temporary_servers() -> None:
 
 
 @contextlib.contextmanager
-def prefect_api(settings: Any, *, timeout_s: int | None = None) -> Iterator[str]:
+def prefect_api(settings: Any, *, timeout_s: float | None = None) -> Iterator[str]:
     """Make sure a Prefect API is available and exported; yields its URL.
 
     Order: ``settings.prefect_api_url`` (``OTAUDIT_PREFECT_API_URL``), else the active
@@ -210,7 +213,9 @@ def prefect_api(settings: Any, *, timeout_s: int | None = None) -> Iterator[str]
     url = _configured_api_url(settings)
     server = None
     if url is None:
-        server = start_temporary_server(timeout_s)
+        server = start_temporary_server(
+            timeout_s or getattr(settings, "prefect_server_start_timeout_s", None)
+        )
         _RUNNING.append(server)
         url = server.api_url
     previous = os.environ.get("PREFECT_API_URL")

@@ -352,7 +352,9 @@ TASK_RETRIES: int = 2
 TASK_RETRY_DELAY_S: float = 1.0
 #: Default cron schedule of the nightly deployment (02:00 UTC).
 DEFAULT_CRON: str = "0 2 * * *"
-#: Seconds to wait for a temporary local Prefect server to answer.
+#: Seconds to wait for a temporary local Prefect server to answer (the default of the
+#: ``OTAUDIT_PREFECT_SERVER_START_TIMEOUT_S`` setting; a fresh database on a loaded machine
+#: can take a minute to migrate).
 PREFECT_SERVER_START_TIMEOUT_S: int = 120
 #: CLI: seconds an interrupted audit (SIGINT/SIGTERM) may take to cancel its flow run and
 #: stop its Dask cluster and Prefect server in order, before its child processes are killed
@@ -415,7 +417,7 @@ def section_values(*sections: str) -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def _settings_class() -> type:
     """Build the Settings class lazily (once) so importing this module imports no pydantic-settings."""
-    from pydantic import SecretStr
+    from pydantic import Field, SecretStr
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
     class Settings(BaseSettings):
@@ -443,6 +445,8 @@ def _settings_class() -> type:
         #: Optional secret keying the cache entries' HMAC (otaudit.data.cache); unset:
         #: plain sha256 checksums (then the cache store must be trusted like the output).
         cache_secret: SecretStr | None = None
+        #: Seconds to wait for the temporary local Prefect server to answer.
+        prefect_server_start_timeout_s: float = Field(PREFECT_SERVER_START_TIMEOUT_S, gt=0)
 
     return Settings
 

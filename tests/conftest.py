@@ -67,7 +67,10 @@ def prefect_harness():
     """Prefect's own test harness (a real temporary API server + database), once per session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    from otaudit.config import load_settings
+
+    timeout = int(load_settings().prefect_server_start_timeout_s)
+    with prefect_test_harness(server_startup_timeout=timeout):
         yield
 
 

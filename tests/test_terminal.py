@@ -342,3 +342,35 @@ def test_kill_9_leaves_no_server_or_worker(small_audit, tmp_path):
     while _alive(procs) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _alive(procs) == [], [" ".join(k.cmdline()[:4]) for k in procs]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sigterm_while_the_server_starts_exits_143_and_leaves_nothing(small_audit, tmp_path):
+    """The early window: SIGTERM as soon as the temporary Prefect server's process exists
+    (the CLI is still waiting for it to answer, no cluster yet): exit 143 within 10 s, one
+    ``interrupted:`` line, no traceback, the server gone."""
+    p = subprocess.Popen(
+        [*EXE, "audit", str(small_audit), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_cli_env(small_audit), start_new_session=True,
+    )  # fmt: skip
+    proc = psutil.Process(p.pid)
+    deadline = time.monotonic() + 600
+    servers: list[psutil.Process] = []
+    while time.monotonic() < deadline and p.poll() is None and not servers:
+        servers = [k for k in _descendants(proc) if _is_server(k)]
+        time.sleep(0.02)
+    assert servers and p.poll() is None, "no server process seen"
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert p.returncode == 143, err[-3000:]
+    assert took < 10.0, f"{took:.1f} s"
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("otaudit: interrupted: SIGTERM;"), err[-3000:]
+    assert "Traceback" not in out + err
+    time.sleep(1.0)
+    procs = servers + _descendants(proc)
+    assert _alive(procs) == [], [" ".join(k.cmdline()[:4]) for k in procs]

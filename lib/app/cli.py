@@ -27,6 +27,8 @@ from typing import Any
 
 import typer
 
+from otaudit.app.interrupts import Interrupted, Signals, current_flow_run_id
+
 __all__ = ["app", "main", "run_audit"]
 
 app = typer.Typer(
@@ -235,91 +237,11 @@ def run_audit(
             raise
 
 
-class _Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM during an audit (raised in the main thread by :class:`_Signals`)."""
-
-    def __init__(self, signum: int, flow_run_id: Any):
-        self.signum = signum
-        self.signal_name = signal.Signals(signum).name
-        self.flow_run_id = flow_run_id
-        super().__init__(self.signal_name)
-
-
-class _Signals:
-    """Clean interrupts of an audit: SIGINT (Ctrl-C) and SIGTERM raise :class:`_Interrupted`
-    in the main thread, which cancels the flow run and stops the Dask cluster and the
-    temporary Prefect server in order (:func:`run_audit`). A watchdog bounds that: after
-    ``config.INTERRUPT_GRACE_S`` (or at a second signal) it kills this process's children
-    and exits. Either way ONE line ``interrupted: ...`` is printed and the exit code is
-    128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
-
-    def __init__(self, grace_s: float):
-        self.grace_s = grace_s
-        self.signum: int | None = None
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._said = False
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + int(self.signum or signal.SIGINT)
-
-    def __enter__(self) -> _Signals:
-        with contextlib.suppress(ImportError):
-            import psutil  # noqa: F401 - loaded now: the watchdog must not import
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._done.set()
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:  # a second signal: stop now
-            self._hard_exit("second signal")
-        self.signum = signum
-        threading.Thread(target=self._watchdog, daemon=True, name="otaudit-interrupt").start()
-        raise _Interrupted(signum, _current_flow_run_id())
-
-    def _watchdog(self) -> None:
-        if not self._done.wait(self.grace_s):
-            self._hard_exit(f"shutdown took over {self.grace_s:g} s")
-
-    def _hard_exit(self, why: str) -> None:
-        # no imports here: the main thread may hold the import lock of a module it loads
-        psutil = sys.modules.get("psutil")  # imported in __enter__
-        runtime = sys.modules.get("otaudit.flows.runtime")
-        with contextlib.suppress(Exception):
-            if psutil is None and runtime is not None:
-                runtime.stop_temporary_servers()
-            elif psutil is not None:  # the server and the Dask workers: no more waiting
-                for child in psutil.Process().children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        child.kill()
-        self.say(f"{why}: child processes killed")
-        os._exit(self.exit_code)
-
-    def say(self, detail: str) -> None:
-        """Print the one ``interrupted:`` line (once)."""
-        with self._lock:
-            if self._said:
-                return
-            self._said = True
-        name = signal.Signals(self.signum or signal.SIGINT).name
-        sys.stderr.write(f"\notaudit: interrupted: {name}; {detail} (exit {self.exit_code})\n")
-        sys.stderr.flush()
-
-
-def _current_flow_run_id() -> Any:
-    """The id of the flow run the main thread is in (None outside a flow run)."""
-    context = sys.modules.get("prefect.context")
-    ctx = context.FlowRunContext.get() if context is not None else None
-    run = getattr(ctx, "flow_run", None)
-    return getattr(run, "id", None)
+# The interrupt machinery lives in otaudit.app.interrupts (standard library only); the
+# underscore names are the CLI's own (tests use them).
+_Interrupted = Interrupted
+_Signals = Signals
+_current_flow_run_id = current_flow_run_id
 
 
 @contextlib.contextmanager
@@ -378,24 +300,32 @@ def _run_cli(
     from otaudit.config import INTERRUPT_GRACE_S
     from otaudit.errors import OTAuditError
 
-    with _one_line_warnings(), _Signals(INTERRUPT_GRACE_S) as signals:
-        try:
-            return run_audit(
-                manifest, out=out, dask_address=dask_address, use_cache=use_cache,
-                progress=progress,
-            )  # fmt: skip
-        except KeyboardInterrupt:
-            signals.signum = signals.signum or signal.SIGINT
-            signals.say("run cancelled, Dask cluster and Prefect server stopped")
-            raise typer.Exit(signals.exit_code) from None
-        except OTAuditError as e:
-            raise _fail(str(e)) from None
-        except Exception as e:
-            if debug:
-                raise
-            raise _fail(
-                f"{type(e).__name__}: {e} (unexpected; re-run with --debug for the traceback)"
-            ) from None
+    signals = _Signals(INTERRUPT_GRACE_S)  # before any child process exists
+    outcome: dict[str, Any] | None = None
+    try:  # around the block: a signal while its handlers are restored is caught here too
+        with _one_line_warnings(), signals:
+            try:
+                outcome = run_audit(
+                    manifest, out=out, dask_address=dask_address, use_cache=use_cache,
+                    progress=progress,
+                )  # fmt: skip
+            except Exception as e:
+                if signals.signum is not None or debug:
+                    raise  # an interrupt that surfaced as another error: see Signals.__exit__
+                if isinstance(e, OTAuditError):
+                    raise _fail(str(e)) from None
+                raise _fail(
+                    f"{type(e).__name__}: {e} (unexpected; re-run with --debug for the traceback)"
+                ) from None
+    except KeyboardInterrupt:
+        signals.signum = signals.signum or signal.SIGINT
+        signals.say(
+            "the audit had finished, its report is published"
+            if outcome is not None
+            else "run cancelled, Dask cluster and Prefect server stopped"
+        )
+        raise typer.Exit(signals.exit_code) from None
+    return outcome
 
 
 @app.command()
@@ -482,7 +412,15 @@ def report(
 
 
 def main() -> None:
-    """Console-script entry point (``otaudit``)."""
+    """Console-script entry point (``otaudit``).
+
+    Until an audit installs its handlers (:class:`otaudit.app.interrupts.Signals`, before
+    any child process starts) Ctrl-C has the kernel's default action: the process ends at
+    once with status 130, no traceback (Python's handler would raise wherever the main
+    thread is, e.g. in an import, and click would print ``Aborted!`` and exit 1). SIGTERM
+    has its default action there too (143)."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     app()
 
 
