@@ -243,7 +243,8 @@ class _AtomicFile:
                     self._f.flush()
                     os.fsync(self._f.fileno())
                 self._f.close()
-                self._store.fs.mv(self._tmp, self._final)
+                tmp, final, fs = self._tmp, self._final, self._store.fs
+                self._store._headless(tmp, lambda: fs.mv(tmp, final))
                 if self._store.is_local:
                     _fsync_dir(self._final.rpartition("/")[0])
         except BaseException:
@@ -338,9 +339,13 @@ class Store:
 
     def _discard(self, key: str) -> None:
         try:
-            if self.fs.exists(key):
-                self.fs.rm(key, recursive=True)
-        except _ERRORS as e:  # the temp key is invisible to readers; say it stayed
+            if self._exists(key):
+                self._headless(key, lambda: self.fs.rm(key, recursive=True))
+        except (
+            *_ERRORS,
+            KeyError,
+            StorageError,
+        ) as e:  # the temp key is invisible to readers; say it stayed
             log.warning(
                 "could not remove temporary %s: %s", redact(self._uri_of(key)), type(e).__name__
             )
@@ -441,6 +446,17 @@ class Store:
             except KeyError as e:  # s3fs: HEAD without Content-Length; the listing has sizes
                 return self._info_from_listing(key, e)
 
+    def _headless(self, key: str, call: Any) -> Any:
+        """``call()``; when s3fs raises ``KeyError`` (a HEAD reply without Content-Length:
+        s3fs >= 2025 sizes every ``cat_file`` and ``open`` with a HEAD), the parent's
+        listing is read once (it has the sizes, and fills s3fs's listing cache, which its
+        ``info`` then answers from) and ``call()`` is retried."""
+        try:
+            return call()
+        except KeyError as e:
+            self._info_from_listing(key, e)
+            return call()
+
     def _info_from_listing(self, key: str, error: KeyError) -> dict[str, Any]:
         parent = key.rstrip("/").rpartition("/")[0]
         for entry in self.fs.ls(parent, detail=True, refresh=True):
@@ -456,7 +472,7 @@ class Store:
         """The whole object."""
         key = self._key(*parts)
         with storage_errors(self._uri_of(key), "read", self.protocol):
-            return bytes(self.fs.cat_file(key))
+            return bytes(self._headless(key, lambda: self.fs.cat_file(key)))
 
     def open(self, *parts: str, mode: str = "rb") -> Any:
         """Open for reading (``rb``/``r``), or an atomic writer for ``wb``."""
@@ -470,7 +486,7 @@ class Store:
             )
         key = self._key(*parts)
         with storage_errors(self._uri_of(key), "open", self.protocol):
-            return self.fs.open(key, mode)
+            return self._headless(key, lambda: self.fs.open(key, mode))
 
     # --- writing -----------------------------------------------------------------------
     def write_bytes(
@@ -499,7 +515,7 @@ class Store:
             )
         with storage_errors(self._uri_of(key), "remove", self.protocol):
             if self._exists(key):
-                self.fs.rm(key, recursive=recursive)
+                self._headless(key, lambda: self.fs.rm(key, recursive=recursive))
 
     def publish_dir(self, local_or_staged_files: dict[str, bytes], *parts: str) -> str:
         """Publish a set of files under ``parts`` atomically; returns the prefix URI.
@@ -549,7 +565,8 @@ class Store:
                     dst = f"{final}/{name}"
                     if self.is_local:
                         self.fs.makedirs(dst.rpartition("/")[0], exist_ok=True)
-                    self.fs.mv(f"{staging}/{name}", dst)
+                    src = f"{staging}/{name}"
+                    self._headless(src, lambda src=src, dst=dst: self.fs.mv(src, dst))
                     moved.append(dst)
                 if self.is_local:  # the moves are durable before the marker exists
                     for d in sorted({k.rpartition("/")[0] for k in moved}):
