@@ -166,6 +166,16 @@ def edge_costs(cost: GroundCost, I: np.ndarray, J: np.ndarray) -> np.ndarray:
     return out
 
 
+def _abs_error_mass(cost: GroundCost, a: torch.Tensor) -> float:
+    """``max_abs_error * sum(a)`` for costs that state their evaluation error (OTDDCost:
+    the label-table margins of issue 13), else 0: the shift of any dual objective or plan
+    cost of total mass ``sum(a)`` between evaluated and real costs."""
+    mae = getattr(cost, "max_abs_error", None)
+    if not callable(mae):
+        return 0.0
+    return float(mae()) * float(a.sum()) * (1.0 + (a.numel() + 4) * U64)
+
+
 def smallest_reduced(
     cost: GroundCost,
     f: torch.Tensor,
@@ -520,6 +530,8 @@ class SparseOT:
                 (cost.Y.to(torch.float64) ** 2).sum(1).max()
             )
             allowance += 4 * (d + 4) * U64 * r2
+        else:
+            allowance += _abs_error_mass(cost, self.a)
         return max(val - allowance, 0.0) if math.isfinite(val) else 0.0
 
     # -- plan repair for rounded supplies --
@@ -585,6 +597,8 @@ class SparseOT:
         self.plan = (Ip, Jp, P)
         terms = P * cp
         upper = float(terms.sum()) * (1.0 + (len(terms) + 4) * U64)
+        if not isinstance(cost, SqEuclidean):
+            upper += _abs_error_mass(cost, self.a)
         # --- duals: exact integer potentials of the restricted problem ---
         t_dual = time.perf_counter()
         d0 = None
