@@ -554,6 +554,13 @@ CROSS_MACHINE_RTOL = {
 }
 CROSS_MACHINE_RTOL_DEFAULT = 1e-9
 
+#: Cases changed on purpose after a table was recorded, on a machine of another capability:
+#: until someone re-records them there, that table's entry is the previous code's and is
+#: held to the cross-machine tolerance only (the change itself is a few 1e-7 relative, far
+#: inside it). The Gaussian label-table margins of issue 13 (2026-12-02) changed the OTDD
+#: case; they were recorded on AVX512 only (no AVX2 machine was at hand).
+AWAITS_RECORDING: dict[str, set[str]] = {"AVX2": {"otdd-minibatch"}}
+
 
 @pytest.mark.parametrize("name", sorted(cases()))
 def test_same_bounds_to_the_bit(name):
@@ -562,6 +569,12 @@ def test_same_bounds_to_the_bit(name):
     cap, table = recorded()
     want = table[name]
     where = f"(capability {cap}; re-record with `python {__file__}` only for a change on purpose)"
+    if name in AWAITS_RECORDING.get(cap, set()):
+        rtol = CROSS_MACHINE_RTOL.get(name, CROSS_MACHINE_RTOL_DEFAULT)
+        assert got["n_solves"] == want["n_solves"], (got, want, where)
+        for k in ("lower", "upper"):
+            assert abs(got[k] - want[k]) <= rtol * abs(want[k]), (k, got, want, where)
+        return
     assert got["upper"] == want["upper"], (got, want, where)
     assert got["n_solves"] == want["n_solves"], (got, want, where)
     if want["lower"] is not None:  # lower="none" reports no lower bound (see OTResult)

@@ -60,23 +60,27 @@ def _shifted_mean(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return x0 + m, D, m
 
 
-def ordered_mean(X: torch.Tensor) -> torch.Tensor:
+def ordered_mean(X: torch.Tensor, presorted: bool = False) -> torch.Tensor:
     """The mean of ``X [n, d]`` in float64, independent of the order of the rows
-    (:func:`sort_rows`), computed about the first sorted row (see :func:`covariance`)."""
-    X = sort_rows(X.to(torch.float64))
+    (:func:`sort_rows`), computed about the first sorted row (see :func:`covariance`).
+    ``presorted``: ``X`` is already float64 ``sort_rows`` output (not sorted again)."""
+    X = X if presorted else sort_rows(X.to(torch.float64))
     if X.shape[0] == 0:
         return X.mean(0)
     return _shifted_mean(X)[0]
 
 
-def covariance(X: torch.Tensor, ridge: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def covariance(
+    X: torch.Tensor, ridge: float = 0.0, presorted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``[d]`` and unbiased covariance ``[d, d]`` (``1/(n-1)``) of ``X [n, d]``, float64,
     independent of the order of the rows (:func:`sort_rows`).
 
     ``ridge > 0`` adds ``ridge * tr(S)/d`` to the diagonal (shrinkage; 0 by default).
-    Requires ``n >= 2`` (the caller checks and raises a named error).
+    Requires ``n >= 2`` (the caller checks and raises a named error). ``presorted``: ``X``
+    is already float64 ``sort_rows`` output (not sorted again).
     """
-    X = sort_rows(X.to(torch.float64))
+    X = X if presorted else sort_rows(X.to(torch.float64))
     # about the first sorted row: the centred rows Z = (X - x0) - m never see the offset's
     # rounding (u |mu|), so S errs by ~(n + d) u spread^2, and constant rows give S = 0
     mu, D, m = _shifted_mean(X)

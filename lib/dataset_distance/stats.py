@@ -143,13 +143,16 @@ class DatasetStats:
                 raise ValueError("gaussian_margins needs class covariances")
             rid = float(self.params.get("ridge", config.GAUSSIAN_COV_RIDGE))
             radii, hashes = [], []
+            known = self._cert.get("sorted_hashes")  # from dataset_stats, when built there
             for k in range(self.n_classes):
                 p = self.class_points(k).to(torch.float64)
                 mu, S, R = self.means[k], self.covs[k], self.cov_sqrts[k]
                 radii.append(class_radius(p, mu, S, R, rid))
-                hashes.append(content_hash(tensor_bytes(sort_rows(p))))
+                if known is None:
+                    hashes.append(content_hash(tensor_bytes(sort_rows(p))))
             t = torch.tensor(radii, dtype=torch.float64, device=self.means.device)
-            self._cert["radii"], self._cert["sorted_hashes"] = t, tuple(hashes)
+            self._cert["radii"] = t
+            self._cert["sorted_hashes"] = tuple(hashes) if known is None else known
         return self._cert["radii"], self._cert["sorted_hashes"]
 
     def has_inner(self, inner: str) -> bool:
@@ -325,7 +328,9 @@ def dataset_stats(
         codes_np.tobytes(),
         json.dumps([encode_label(c) for c in classes]).encode(),
     )
-    means = torch.stack([ordered_mean(p) for p in pts])  # order-free (issue 13)
+    spts = [sort_rows(p.to(torch.float64)) for p in pts]  # sorted once per class
+    sorted_hashes = tuple(content_hash(tensor_bytes(p)) for p in spts)
+    means = torch.stack([ordered_mean(p, presorted=True) for p in spts])  # order-free (#13)
     covs = roots = self_g = self_ge = None
     self_e = None
     if labeled and inner in ("gaussian", "both"):
@@ -339,7 +344,7 @@ def dataset_stats(
                 fix="use inner='exact', or drop or merge classes with one point",
             )
         rid = config.GAUSSIAN_COV_RIDGE if ridge is None else float(ridge)
-        covs = torch.stack([covariance(p, rid)[1] for p in pts])
+        covs = torch.stack([covariance(p, rid, presorted=True)[1] for p in spts])
         roots = sqrtm_psd(covs)
         if ridge is not None:
             params["ridge"] = rid
@@ -347,6 +352,7 @@ def dataset_stats(
             probe = DatasetStats(
                 ds, "", Xt, codes, tuple(classes), counts, labeled, class_hashes, means,
                 covs, roots, params=params, _class_points=pts,
+                _cert={"sorted_hashes": sorted_hashes},
             )  # fmt: skip
             self_g, self_ge = gaussian_table(probe, probe)
             # exact symmetry within one dataset; the margin covers the averaging
@@ -384,6 +390,7 @@ def dataset_stats(
         self_gaussian_err=self_ge,
         params=params,
         _class_points=pts,
+        _cert={"sorted_hashes": sorted_hashes},
     )
 
 
