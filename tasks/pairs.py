@@ -23,7 +23,6 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from otaudit import config
 from otaudit.audit.measures import (
     INTERNAL_ERROR,
     compute_pair,
@@ -37,7 +36,7 @@ from otaudit.errors import OTAuditError, describe_error
 from .devices import cluster_executor, worker_device
 from .plan import AuditPlan, plan_blocks
 from .progress import prefect_progress
-from .retry import is_transient, reraise_for_retry
+from .retry import RETRIED, reraise_for_retry
 
 __all__ = [
     "SCREEN_MEASURE",
@@ -55,14 +54,7 @@ def block_refs(block: list[tuple[str, str]], refs: dict[str, Any]) -> dict[str, 
     return {n: r for n, r in refs.items() if n in names}
 
 
-@task(
-    name="pair-block",
-    task_run_name="pair-block",
-    retries=config.TASK_RETRIES,
-    retry_delay_seconds=config.TASK_RETRY_DELAY_S,
-    retry_condition_fn=is_transient,
-    cache_policy=NO_CACHE,
-)
+@task(name="pair-block", task_run_name="pair-block", **RETRIED)
 def compute_pair_block(
     block: list[tuple[str, str]],
     refs: dict[str, Any],
