@@ -360,6 +360,12 @@ PREFECT_SERVER_START_TIMEOUT_S: int = 120
 #: stop its Dask cluster and Prefect server in order, before its child processes are killed
 #: (the whole exit stays under 10 s).
 INTERRUPT_GRACE_S: float = 5.0
+#: Progress of a pair's long certified solve (``ot_bounds``, ``w2``; lib/audit/progress.py):
+#: published (a Prefect progress artifact + a task-run log line, shown by the CLI's bars)
+#: once the pair has run this many seconds, then at most every PROGRESS_EVERY_S seconds.
+#: Overridden per environment by ``OTAUDIT_PROGRESS_AFTER_S`` / ``OTAUDIT_PROGRESS_EVERY_S``.
+PROGRESS_AFTER_S: float = 2.0
+PROGRESS_EVERY_S: float = 2.0
 
 # --- CLI demo ---------------------------------------------------------------------------
 #: ``otaudit demo``: random seed and additive noise (digits pixels are 0..16).
@@ -396,6 +402,8 @@ PIPELINE: tuple[str, ...] = (
     "DEFAULT_CRON",
     "PREFECT_SERVER_START_TIMEOUT_S",
     "INTERRUPT_GRACE_S",
+    "PROGRESS_AFTER_S",
+    "PROGRESS_EVERY_S",
     "DEMO_SEED",
     "DEMO_NOISE_STD",
     "DEMO_OTDD_THRESHOLD",
@@ -447,6 +455,10 @@ def _settings_class() -> type:
         cache_secret: SecretStr | None = None
         #: Seconds to wait for the temporary local Prefect server to answer.
         prefect_server_start_timeout_s: float = Field(PREFECT_SERVER_START_TIMEOUT_S, gt=0)
+        #: Seconds a pair's certified solve runs before its progress is published, and the
+        #: least seconds between two publications (PROGRESS_AFTER_S, PROGRESS_EVERY_S).
+        progress_after_s: float = Field(default=PROGRESS_AFTER_S, ge=0)
+        progress_every_s: float = Field(default=PROGRESS_EVERY_S, ge=0)
 
     return Settings
 

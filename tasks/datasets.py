@@ -13,9 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
-from otaudit import config
 from otaudit.audit.prepare import (
     DatasetFailure,
     DatasetRef,
@@ -27,7 +25,7 @@ from otaudit.errors import describe_error
 
 from .devices import worker_device
 from .plan import AuditPlan
-from .retry import is_transient, reraise_for_retry
+from .retry import RETRIED, is_transient, reraise_for_retry
 
 __all__ = [
     "DatasetRef",
@@ -87,14 +85,7 @@ def open_cache(plan: AuditPlan) -> Any:
     return plan.cache()
 
 
-@task(
-    name="prepare-dataset",
-    task_run_name="prepare-{spec.name}",
-    retries=config.TASK_RETRIES,
-    retry_delay_seconds=config.TASK_RETRY_DELAY_S,
-    retry_condition_fn=is_transient,
-    cache_policy=NO_CACHE,
-)
+@task(name="prepare-dataset", task_run_name="prepare-{spec.name}", **RETRIED)
 def prepare_dataset(spec: Any, plan: AuditPlan) -> DatasetRef | DatasetFailure:
     """Prepare ONE dataset; storage errors are retried (``config.TASK_RETRIES``), a final
     failure is returned as a :class:`DatasetFailure` — never raised."""

@@ -23,7 +23,6 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from otaudit import config
 from otaudit.audit.measures import (
     INTERNAL_ERROR,
     compute_pair,
@@ -36,7 +35,8 @@ from otaudit.errors import OTAuditError, describe_error
 
 from .devices import cluster_executor, worker_device
 from .plan import AuditPlan, plan_blocks
-from .retry import is_transient, reraise_for_retry
+from .progress import prefect_progress
+from .retry import RETRIED, reraise_for_retry
 
 __all__ = [
     "SCREEN_MEASURE",
@@ -54,14 +54,7 @@ def block_refs(block: list[tuple[str, str]], refs: dict[str, Any]) -> dict[str, 
     return {n: r for n, r in refs.items() if n in names}
 
 
-@task(
-    name="pair-block",
-    task_run_name="pair-block",
-    retries=config.TASK_RETRIES,
-    retry_delay_seconds=config.TASK_RETRY_DELAY_S,
-    retry_condition_fn=is_transient,
-    cache_policy=NO_CACHE,
-)
+@task(name="pair-block", task_run_name="pair-block", **RETRIED)
 def compute_pair_block(
     block: list[tuple[str, str]],
     refs: dict[str, Any],
@@ -70,7 +63,9 @@ def compute_pair_block(
 ) -> list[dict[str, Any]]:
     """The measures (default: all of ``plan.measures``) for a block of pairs
     (:func:`otaudit.audit.measures.compute_pairs`); storage errors are retried, a final
-    failure becomes ``status="failed"`` rows — never raised.
+    failure becomes ``status="failed"`` rows — never raised. A long certified solve
+    (``ot_bounds``, ``w2``) publishes its running interval as a progress artifact of this
+    task run (:mod:`otaudit.tasks.progress`).
 
     ``refs`` maps the block's dataset names to their ``DatasetRef`` or ``DatasetFailure``.
     """
@@ -78,8 +73,12 @@ def compute_pair_block(
 
     measures = list(plan.measures) if measures is None else list(measures)
     try:
-        device = worker_device(load_settings().pair_device)  # the worker's own GPU, or CPU
-        return compute_pairs(block, refs, plan, measures, device, executor=cluster_executor)
+        settings = load_settings()
+        device = worker_device(settings.pair_device)  # the worker's own GPU, or CPU
+        return compute_pairs(
+            block, refs, plan, measures, device,
+            executor=cluster_executor, progress=prefect_progress(settings),
+        )  # fmt: skip
     except Exception as e:  # noqa: BLE001 - recorded in the report with its reason
         if reraise_for_retry(e):
             raise

@@ -92,7 +92,25 @@ def test_ot_bounds_dask_identical_and_uses_both_workers(client, small_tiles):
     names = {t["key"].split("-")[0] for t in ts.data if isinstance(t["key"], str)}
     workers = {t["worker"] for t in ts.data}
     assert len(workers) == 2, workers  # the pair's work ran on both workers
-    assert {"_exact_chunk", "_c_transform_chunk", "_residual_chunk"} <= names, names
+    # block solves get the scattered cost and their blocks' indices (data by reference)
+    assert {"_exact_chunk_shared", "_c_transform_chunk", "_residual_chunk"} <= names, names
+    assert "_exact_chunk" not in names, names
+
+
+def test_ot_bounds_process_pool_identical_to_serial(small_tiles):
+    """A process pool shares nothing by reference: block solves carry their own points
+    (``cost.sub``), still the serial numbers to the bit."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from otaudit.core import parallel
+
+    X, Y = _clouds(900, 800, 5, seed=4)
+    r0 = otaudit.ot_bounds(X, Y, **BOUNDS)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
+        assert not parallel.Pool(ex).by_reference
+        r1 = otaudit.ot_bounds(X, Y, executor=ex, **BOUNDS)
+    _same(r0, r1)
 
 
 def test_sparse_route_dask_identical(client, small_tiles):

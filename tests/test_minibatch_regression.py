@@ -6,7 +6,10 @@ rigorous float margins and verified LPs of issue 13 (largest change: lower bound
 relative, the OTDD case's -0.77 % from the block LP's verified tree duals; uppers -5e-7 from
 the best refined plan), and once more when ``ot_bounds``/``otdd`` went through the
 anytime loop of issue 12 (``target_gap=1.0`` here: the mini-batch result itself; 41 cases unchanged,
-the dual-ascent, Sinkhorn-block and OTDD cases changed, cause not yet isolated)
+the dual-ascent, Sinkhorn-block and OTDD cases changed, cause not yet isolated), and for the
+OTDD case once more when the Gaussian label table got its rigorous margins (issue 13:
+lower -1.6e-3 = -1.2e-6 relative, upper +6.5e-4 = +4.9e-7; AVX512 table only, the AVX2
+one awaits a recording on such a machine)
 (``python tests/test_minibatch_regression.py`` prints them). A refactor
 must not change a single bit: comparisons are ``==`` on the float64 bounds (no tolerance — the same
 operations in the same order give the same floats on the same machine and library
@@ -227,7 +230,7 @@ RECORDED_DEFAULT: dict[str, dict] = {
         "upper": 1.7474874248092398,
     },
     "aligned-weights": {"lower": 2.5853126447833623, "n_solves": 63, "upper": 2.7330348732418823},
-    "otdd-minibatch": {"lower": 1330.6611680840713, "n_solves": 74, "upper": 1335.598871777054},
+    "otdd-minibatch": {"lower": 1330.6595534585977, "n_solves": 74, "upper": 1335.5995257827444},
     "random-colgen-budget4": {
         "lower": 0.5838382692454078,
         "n_solves": 4,
@@ -551,6 +554,13 @@ CROSS_MACHINE_RTOL = {
 }
 CROSS_MACHINE_RTOL_DEFAULT = 1e-9
 
+#: Cases changed on purpose after a table was recorded, on a machine of another capability:
+#: until someone re-records them there, that table's entry is the previous code's and is
+#: held to the cross-machine tolerance only (the change itself is a few 1e-7 relative, far
+#: inside it). The Gaussian label-table margins of issue 13 (2026-12-02) changed the OTDD
+#: case; they were recorded on AVX512 only (no AVX2 machine was at hand).
+AWAITS_RECORDING: dict[str, set[str]] = {"AVX2": {"otdd-minibatch"}}
+
 
 @pytest.mark.parametrize("name", sorted(cases()))
 def test_same_bounds_to_the_bit(name):
@@ -559,6 +569,12 @@ def test_same_bounds_to_the_bit(name):
     cap, table = recorded()
     want = table[name]
     where = f"(capability {cap}; re-record with `python {__file__}` only for a change on purpose)"
+    if name in AWAITS_RECORDING.get(cap, set()):
+        rtol = CROSS_MACHINE_RTOL.get(name, CROSS_MACHINE_RTOL_DEFAULT)
+        assert got["n_solves"] == want["n_solves"], (got, want, where)
+        for k in ("lower", "upper"):
+            assert abs(got[k] - want[k]) <= rtol * abs(want[k]), (k, got, want, where)
+        return
     assert got["upper"] == want["upper"], (got, want, where)
     assert got["n_solves"] == want["n_solves"], (got, want, where)
     if want["lower"] is not None:  # lower="none" reports no lower bound (see OTResult)

@@ -95,8 +95,11 @@ def test_matches_pot_oracle_on_digits(digits, inner):
     # gaussian: scipy Schur sqrtm vs eigh roots on 64-d covariances -> 1e-6 rel.
     tol = 1e-9 if inner == "exact" else 1e-6
     assert abs(r.value - ref) <= tol * ref
-    # issue 13: the exact outer LP reports its verified interval (~1e-14 relative)
-    assert r.lower <= r.value <= r.upper and r.gap_rel <= 1e-12 and r.certified
+    # issue 13: the exact outer LP reports its verified interval (~1e-14 relative); the
+    # Gaussian label table carries rigorous margins (a worst-case sqrt(||dS||_1) bound on
+    # the class statistics' round-off, ~1e-6 relative here), which the interval covers
+    gap = 1e-12 if inner == "exact" else 1e-5
+    assert r.lower <= r.value <= r.upper and r.gap_rel <= gap and r.certified
     assert r.distance == pytest.approx(np.sqrt(ref), rel=tol)
 
 

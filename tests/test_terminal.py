@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -231,12 +232,19 @@ def _is_server(p: psutil.Process) -> bool:
 def test_terminal_run_starts_one_server_and_leaves_nothing(small_audit, tmp_path):
     """In a real pseudo-terminal (progress bars on): exit 0, no traceback, no RuntimeError,
     no ERROR line, exactly one temporary Prefect server during the run, and no process of
-    the run left afterwards."""
-    master, slave = pty.openpty()
-    cmd = [*EXE, "audit", str(small_audit)]
-    p = subprocess.Popen(
-        cmd, stdin=slave, stdout=slave, stderr=slave, env=_cli_env(small_audit), close_fds=True
+    the run left afterwards. With a ``w2`` measure on the sparse exact route (published at
+    once: ``OTAUDIT_PROGRESS_AFTER_S=0``) the bars show each solve's certified interval."""
+    manifest = small_audit.with_name("m-progress.yaml")
+    manifest.write_text(
+        small_audit.read_text().replace(
+            "measures:\n", "measures:\n  w2: {solver: sparse, target_gap: 0}\n"
+        )
     )
+    env = _cli_env(small_audit)
+    env.update(OTAUDIT_PROGRESS_AFTER_S="0", OTAUDIT_PROGRESS_EVERY_S="0", COLUMNS="200")
+    master, slave = pty.openpty()
+    cmd = [*EXE, "audit", str(manifest)]
+    p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
     proc = psutil.Process(p.pid)
     output, servers, seen = b"", set(), []
@@ -269,6 +277,9 @@ def test_terminal_run_starts_one_server_and_leaves_nothing(small_audit, tmp_path
     for bad in ("Traceback", "RuntimeError", "ERROR", "Timed out"):
         assert bad not in text, text[-3000:]
     assert "datasets (read, embed, statistics)" in text  # the bars ran (a terminal)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    for pair in ("a~b", "a~c", "b~c"):  # one bar per solve, with its certified interval
+        assert re.search(rf"pair {pair} w2  W2\u00b2 in \[\S+, \S+\]  gap \S+ %", plain), plain
     assert len(servers) == 1, servers
     time.sleep(1.0)
     assert _alive(seen) == [], [" ".join(k.cmdline()[:4]) for k in seen]

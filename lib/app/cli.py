@@ -56,8 +56,44 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def read_solve_progress(client: Any, run_id: str) -> list[Any]:
+    """The progress artifacts of this run's task runs (one per long certified solve,
+    :mod:`otaudit.tasks.progress`), oldest first."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterType,
+        TaskRunFilter,
+        TaskRunFilterTags,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    arts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
+        task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=[f"otaudit-run:{run_id}"])),
+        sort=ArtifactSort.CREATED_DESC,
+        limit=200,
+    )
+    return list(reversed(arts))
+
+
+def solve_rows(artifacts: list[Any]) -> list[tuple[str, str, float]]:
+    """What the bars show of the solves' progress artifacts: ``(artifact id, line, percent
+    certified)``, e.g. ``pair a~b ot_bounds  W2² in [1.234, 1.244]  gap 0.8 %  12 s (round
+    3)`` and ``99.2`` (``100 * lower / upper``)."""
+    rows = []
+    for art in artifacts:
+        try:
+            pct = max(0.0, min(100.0, float(art.data)))
+        except (TypeError, ValueError):
+            continue
+        rows.append((str(art.id), " ".join(str(art.description or "").splitlines()), pct))
+    return rows
+
+
 class _Progress:
-    """Rich progress bars (on stderr) fed by polling the Prefect API for this run's task runs.
+    """Rich progress bars (on stderr) fed by polling the Prefect API for this run's task runs:
+    datasets and pair blocks done, and one bar per long certified solve (its running
+    interval, from the progress artifact its task publishes: :func:`solve_rows`).
 
     The polling thread talks to ``api_url`` explicitly, with Prefect's ephemeral mode off:
     Prefect's settings context is per thread, so a client created in a new thread without
@@ -130,36 +166,43 @@ class _Progress:
     def _poll(self) -> None:
         from prefect.client.orchestration import get_client
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with (
             get_client(sync_client=True) as client,
             Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
-                MofNCompleteColumn(),
+                TextColumn("{task.fields[count]}"),
                 TimeElapsedColumn(),
                 console=Console(stderr=True),
                 transient=False,
             ) as bar,
         ):
-            ids = {
-                "prepare-dataset": bar.add_task(
-                    "datasets (read, embed, statistics)", total=self.totals["prepare-dataset"]
-                ),
-                "pair-block": bar.add_task(
-                    f"pair blocks ({self.n_pairs} pairs)", total=self.totals["pair-block"]
-                ),
+            names = {
+                "prepare-dataset": "datasets (read, embed, statistics)",
+                "pair-block": f"pair blocks ({self.n_pairs} pairs)",
             }
+            ids = {
+                k: bar.add_task(text, total=self.totals[k], count=f"0/{self.totals[k]}")
+                for k, text in names.items()
+            }
+            solves: dict[str, Any] = {}
             while True:
                 stop = self._stop.wait(0.5)
                 try:
                     counts = self._counts(client)
+                    rows = solve_rows(read_solve_progress(client, self.run_id))
                 except Exception:  # noqa: BLE001 - cosmetic; try again at the next tick
-                    counts = None
+                    counts, rows = None, []
                 if counts is not None:
                     for k, tid in ids.items():
-                        bar.update(tid, completed=min(counts[k], self.totals[k]))
+                        done = min(counts[k], self.totals[k])
+                        bar.update(tid, completed=done, count=f"{done}/{self.totals[k]}")
+                for key, line, pct in rows:
+                    if key not in solves:
+                        solves[key] = bar.add_task(line, total=100.0, count="")
+                    bar.update(solves[key], description=line, completed=pct)
                 if stop:
                     break
 

@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import InputError, OTAuditError, StorageError, describe_error
 from .plan import AuditPlan
 from .prepare import DatasetRef, check_emb, check_stats, reprepare
+from .progress import PROGRESS_MEASURES
 from .report import failed_pair_row, pair_row, result_record
 
 __all__ = [
@@ -108,6 +109,7 @@ def compute_pair(
     ra: DatasetRef,
     rb: DatasetRef,
     executor: Any = None,
+    progress: Any = None,
 ) -> Any:
     """Compute one measure for one pair; ``load(kind, ref)`` returns stats or embeddings.
 
@@ -115,18 +117,28 @@ def compute_pair(
     (e.g. :func:`otaudit.tasks.devices.cluster_executor`, which secedes the pair's Dask
     task while the cluster works on it). Used only by large pairs (``n_a + n_b >=
     config.PAIR_EXECUTOR_MIN_POINTS``) of :data:`EXECUTOR_MEASURES`; the numbers are the
-    same either way (issue 14)."""
+    same either way (issue 14).
+
+    ``progress``: ``progress(round, lower, upper)`` for the anytime solve of the measures
+    of :data:`otaudit.audit.progress.PROGRESS_MEASURES` (ignored by the others); it does
+    not change the numbers."""
     from .. import config
 
     big = ra.n_rows + rb.n_rows >= config.PAIR_EXECUTOR_MIN_POINTS
     if executor is None or not big or measure not in EXECUTOR_MEASURES:
-        return _compute_pair(measure, params, load, ra, rb, None)
+        return _compute_pair(measure, params, load, ra, rb, None, progress)
     with executor() as ex:
-        return _compute_pair(measure, params, load, ra, rb, ex)
+        return _compute_pair(measure, params, load, ra, rb, ex, progress)
 
 
 def _compute_pair(
-    measure: str, params: dict[str, Any], load: Any, ra: DatasetRef, rb: DatasetRef, ex: Any
+    measure: str,
+    params: dict[str, Any],
+    load: Any,
+    ra: DatasetRef,
+    rb: DatasetRef,
+    ex: Any,
+    progress: Any = None,
 ) -> Any:
     import otaudit
 
@@ -143,7 +155,9 @@ def _compute_pair(
         sa, sb = load("stats", ra), load("stats", rb)
         return otaudit.otdd_from_stats(sa, sb, **p, **options, executor=ex)
     if measure == "ot_bounds":
-        return otaudit.ot_bounds(load("emb", ra), load("emb", rb), **params, executor=ex)
+        return otaudit.ot_bounds(
+            load("emb", ra), load("emb", rb), **params, progress=progress, executor=ex
+        )
     if measure == "w2":
         import torch
 
@@ -153,7 +167,8 @@ def _compute_pair(
         solver = p.pop("solver", "auto")
         Xa = torch.as_tensor(load("emb", ra), dtype=torch.float64)
         Xb = torch.as_tensor(load("emb", rb), dtype=torch.float64)
-        return otaudit.solve_ot(SqEuclidean(Xa, Xb), solver=solver, **p, executor=ex)
+        cost = SqEuclidean(Xa, Xb)
+        return otaudit.solve_ot(cost, solver=solver, **p, progress=progress, executor=ex)
     if measure == "sliced":
         sa, sb = load("stats", ra), load("stats", rb)
         ya = sa.codes if sa.labeled else None  # unlabeled: sliced W2 (lower bound still holds)
@@ -228,9 +243,16 @@ def compute_pairs(
     measures: list[str],
     device: Any,
     executor: Any = None,
+    progress: Any = None,
 ) -> list[dict[str, Any]]:
     """The ``pairs.parquet`` rows (dicts) of ``measures`` for a block of pairs, on ``device``
     (``executor``: for the large pairs, see :func:`compute_pair`).
+
+    ``progress``: None, or a factory ``progress(pair, measure)`` (pair as ``"a~b"``) of a
+    :class:`~otaudit.audit.progress.SolveProgress`: the anytime solves of
+    :data:`~otaudit.audit.progress.PROGRESS_MEASURES` then publish their running certified
+    interval (throttled; a short solve publishes nothing; closed after the solve).
+    :func:`otaudit.tasks.progress.prefect_progress` gives the Prefect one.
 
     ``refs`` maps the block's dataset names to their :class:`DatasetRef`, or to the
     ``DatasetFailure`` of a dataset that failed (its pairs become failed rows). A pair and
@@ -264,8 +286,12 @@ def compute_pairs(
             if hit is not None:
                 rows.append(pair_row(**common, **names, **sizes, result=hit, cached=True))
                 continue
+            watch = _watch(progress, a, b, measure)
             try:
-                record = result_record(compute_pair(measure, params, load, ra, rb, executor))
+                result = compute_pair(measure, params, load, ra, rb, executor, watch)
+                if watch is not None:
+                    watch.close()
+                record = result_record(result)
             except StorageError:
                 raise  # transient: the whole block is retried
             except Exception as e:  # noqa: BLE001 - this pair+measure's own failed row
@@ -278,6 +304,14 @@ def compute_pairs(
             cache.put_json("pair", key, record)
             rows.append(pair_row(**common, **names, **sizes, result=record))
     return rows
+
+
+def _watch(progress: Any, a: str, b: str, measure: str) -> Any:
+    """The progress callable of one pair's anytime solve (``progress(pair, measure)``), or
+    None for a measure that is not anytime."""
+    if progress is None or measure not in PROGRESS_MEASURES:
+        return None
+    return progress(f"{a}~{b}", measure)
 
 
 def failed_block_rows(

@@ -4,8 +4,10 @@ before any Prefect server or Dask cluster starts.
 Per dataset (:func:`otaudit.data.readers.probe_dataset`): the file exists, its Parquet footer
 has the feature/label columns (numeric, or text for a text embedder), the feature dimension
 from the footer (fixed-size-list size or column count) or the .npy header; the embedder's
-output dimension where the manifest declares it (``identity``: the input dimension;
-``random-projection``/``pca``: ``dim``). Then the dimensions of the selected pairs.
+output dimension where it is knowable (``identity``: the input dimension;
+``random-projection``/``pca``: ``dim``; a sentence-transformers model: its JSON metadata,
+checked against a declared ``dim``; other model files: a declared ``dim``, else unknown).
+Then the dimensions of the selected pairs.
 
 Policy: one bad dataset fails its own pairs, not the audit. A preflight problem of one
 dataset, or a dimension mismatch of one pair, is reported (one line each, ``warnings``) and the
@@ -60,13 +62,31 @@ class Preflight:
 
 
 def output_dim(spec: Any, input_dim: int | None) -> int | None:
-    """The embedder's output dimension when the manifest says it (else None)."""
-    kind = spec.embedder.kind
-    if kind == "identity":
+    """The embedder's output dimension when it is knowable without data (else None):
+    ``identity``: the input dimension; ``random-projection``/``pca``: ``dim``; a model
+    embedder: its local metadata (:func:`otaudit.data.model_meta.model_output_dim`), else
+    the manifest's declared ``dim``, else None.
+
+    Raises:
+        InputError: a model embedder's declared ``dim`` differs from its metadata.
+    """
+    emb = spec.embedder
+    if emb.kind == "identity":
         return input_dim
-    if kind in ("random-projection", "pca"):
-        return spec.embedder.dim  # None (pca without dim): decided by the data
-    return None  # model embedders: known only after loading the model
+    if emb.kind in ("random-projection", "pca"):
+        return emb.dim  # None (pca without dim): decided by the data
+    from ..data.model_meta import model_output_dim
+
+    meta = model_output_dim(emb.kind, emb.local_path)
+    if meta.dim is not None and emb.dim is not None and meta.dim != emb.dim:
+        raise InputError(
+            f"embedder dim {emb.dim} differs from the model's output size {meta.dim} "
+            f"(read from {meta.source})",
+            dataset=spec.name,
+            field="embedder.dim",
+            fix=f"set `dim: {meta.dim}` or remove `dim`",
+        )
+    return meta.dim if meta.dim is not None else emb.dim
 
 
 def _not_found(e: StorageError) -> bool:
@@ -105,7 +125,10 @@ def preflight(m: Any, pairs: list[tuple[str, str]] | None = None) -> Preflight:
                 )
             )
             continue
-        pf.dims[spec.name] = output_dim(spec, d_in)
+        try:
+            pf.dims[spec.name] = output_dim(spec, d_in)
+        except InputError as e:
+            pf.problems[spec.name] = redact_uri(str(e))
     for a, b in pf.pairs:
         bad = [n for n in (a, b) if n in pf.problems]
         if bad:

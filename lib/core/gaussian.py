@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from .gaussian_cert import frob_bounds, table_error
+
 __all__ = [
     "covariance",
     "ordered_mean",
@@ -29,6 +31,8 @@ __all__ = [
     "bures_sq",
     "bures_sq_stable",
     "gaussian_w2_sq_table",
+    "gaussian_w2_sq_table_err",
+    "bures_parts",
 ]
 
 
@@ -56,23 +60,27 @@ def _shifted_mean(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return x0 + m, D, m
 
 
-def ordered_mean(X: torch.Tensor) -> torch.Tensor:
+def ordered_mean(X: torch.Tensor, presorted: bool = False) -> torch.Tensor:
     """The mean of ``X [n, d]`` in float64, independent of the order of the rows
-    (:func:`sort_rows`), computed about the first sorted row (see :func:`covariance`)."""
-    X = sort_rows(X.to(torch.float64))
+    (:func:`sort_rows`), computed about the first sorted row (see :func:`covariance`).
+    ``presorted``: ``X`` is already float64 ``sort_rows`` output (not sorted again)."""
+    X = X if presorted else sort_rows(X.to(torch.float64))
     if X.shape[0] == 0:
         return X.mean(0)
     return _shifted_mean(X)[0]
 
 
-def covariance(X: torch.Tensor, ridge: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def covariance(
+    X: torch.Tensor, ridge: float = 0.0, presorted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``[d]`` and unbiased covariance ``[d, d]`` (``1/(n-1)``) of ``X [n, d]``, float64,
     independent of the order of the rows (:func:`sort_rows`).
 
     ``ridge > 0`` adds ``ridge * tr(S)/d`` to the diagonal (shrinkage; 0 by default).
-    Requires ``n >= 2`` (the caller checks and raises a named error).
+    Requires ``n >= 2`` (the caller checks and raises a named error). ``presorted``: ``X``
+    is already float64 ``sort_rows`` output (not sorted again).
     """
-    X = sort_rows(X.to(torch.float64))
+    X = X if presorted else sort_rows(X.to(torch.float64))
     # about the first sorted row: the centred rows Z = (X - x0) - m never see the offset's
     # rounding (u |mu|), so S errs by ~(n + d) u spread^2, and constant rows give S = 0
     mu, D, m = _shifted_mean(X)
@@ -108,10 +116,18 @@ def bures_sq_stable(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
     at lambda_y = 1e6 in issue 13), and accurate for near-equal covariances. Any orthogonal
     ``U`` gives an upper bound of the minimum, so round-off in ``U`` only errs upwards, by
     second order."""
-    W, _, Vh = torch.linalg.svd(R2 @ R1)
+    return bures_parts(R1, R2)["bures"]
+
+
+def bures_parts(R1: torch.Tensor, R2: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`bures_sq_stable` with its intermediates (``M = R2 R1``, its SVD ``W``, ``s``,
+    ``Vh``, ``U = W Vh``, ``bures``) for the a-posteriori error bound of
+    :func:`otaudit.core.gaussian_cert.table_error`."""
+    M = R2 @ R1
+    W, s, Vh = torch.linalg.svd(M)
     U = W @ Vh
     Dm = R1 - R2 @ U
-    return (Dm * Dm).sum((-2, -1))
+    return {"M": M, "W": W, "s": s, "Vh": Vh, "U": U, "bures": (Dm * Dm).sum((-2, -1))}
 
 
 def _fidelity(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
@@ -167,19 +183,59 @@ def gaussian_w2_sq_table(
         ``[Ka, Kb]`` float64 table ``||mu_i - mu_j||^2 + Bures^2(S_i, S_j)``, exactly 0 where
         both the means and the covariances are identical.
     """
+    return gaussian_w2_sq_table_err(
+        mu_a, S_a, R_a, mu_b, S_b, R_b, max_batch_bytes=max_batch_bytes
+    )[0]
+
+
+def gaussian_w2_sq_table_err(
+    mu_a: torch.Tensor,
+    S_a: torch.Tensor,
+    R_a: torch.Tensor,
+    mu_b: torch.Tensor,
+    S_b: torch.Tensor,
+    R_b: torch.Tensor,
+    *,
+    radii_a: torch.Tensor | None = None,
+    radii_b: torch.Tensor | None = None,
+    max_batch_bytes: int = 64 * 2**20,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`gaussian_w2_sq_table` and, when the class radii ``radii_a [Ka]``,
+    ``radii_b [Kb]`` are given (:func:`otaudit.core.gaussian_cert.class_radius`), a rigorous
+    entry-wise error bound ``err >= |table - T_true|``
+    (:func:`otaudit.core.gaussian_cert.table_error`; None otherwise). The table is the same
+    to the bit either way. Entries set to 0 for identical covariances keep their bound
+    (the caller zeroes ``err`` for classes with identical point sets)."""
+    want = radii_a is not None and radii_b is not None
     Ka, d = mu_a.shape
     Kb = mu_b.shape[0]
     mean_term = ((mu_a[:, None, :] - mu_b[None, :, :]) ** 2).sum(-1)  # direct differences
     tr_a = torch.diagonal(S_a, dim1=-2, dim2=-1).sum(-1)
     tr_b = torch.diagonal(S_b, dim1=-2, dim2=-1).sum(-1)
     bures = torch.empty((Ka, Kb), dtype=torch.float64, device=mu_a.device)
-    rows = max(1, int(max_batch_bytes // max(1, Kb * d * d * 8 * 6)))
+    err_parts: list[tuple[slice, dict[str, torch.Tensor]]] = []
+    rows = max(1, int(max_batch_bytes // max(1, Kb * d * d * 8 * (12 if want else 6))))
     for s in range(0, Ka, rows):
         # Procrustes form (no cancellation; see bures_sq_stable)
-        bures[s : s + rows] = bures_sq_stable(R_a[s : s + rows, None], R_b[None])  # [r, Kb]
+        parts = bures_parts(R_a[s : s + rows, None], R_b[None])  # [r, Kb]
+        bures[s : s + rows] = parts["bures"]
+        if want:
+            err_parts.append((slice(s, s + rows), parts))
     bures = bures.clamp(min=0.0)
     # identical covariances -> exactly 0 (checked only where the traces already agree)
     for i, j in (tr_a[:, None] == tr_b[None, :]).nonzero().tolist():
         if torch.equal(S_a[i], S_b[j]):
             bures[i, j] = 0.0
-    return mean_term + bures
+    value = mean_term + bures
+    if not want:
+        return value, None
+    fa = torch.stack(frob_bounds(R_a))[:, :, None]  # [2, Ka, 1]
+    fb = torch.stack(frob_bounds(R_b))[:, None, :]  # [2, 1, Kb]
+    err = torch.empty_like(value)
+    assert radii_a is not None and radii_b is not None
+    for sl, parts in err_parts:
+        err[sl] = table_error(
+            value[sl], mean_term[sl], parts["bures"], parts, fa[:, sl], fb,
+            radii_a[sl, None], radii_b[None, :], d,
+        )  # fmt: skip
+    return value, err

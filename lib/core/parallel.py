@@ -25,7 +25,10 @@ Large read-only inputs (the cost object with both point clouds, the k-means poin
 through :meth:`Pool.share`: Dask's ``ClientExecutor`` scatters them once to every worker
 (``client.scatter(..., broadcast=True)``; the tasks receive the worker's copy), an
 executor offering its own ``share(obj) -> handle`` uses that, a thread pool copies nothing,
-and any other executor (a process pool) pickles them with each task. Block solves send only the blocks' own points (:meth:`sub` of the cost).
+and any other executor (a process pool) pickles them with each task. Block solves send
+the shared cost once and only the blocks' indices and weights per task where the executor
+shares by reference (:attr:`Pool.by_reference`); to a process pool they send only the
+blocks' own points (:meth:`sub` of the cost).
 
 A task running on a pool's worker sees no executor (context variables do not cross into
 the pool's threads or processes), so nested work runs in place and never waits on the pool
@@ -39,6 +42,7 @@ import contextvars
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import config
@@ -66,9 +70,9 @@ class Pool:
         self.tasks = 0
         self.items = 0
 
-    def share(self, obj: Any) -> Any:
-        """A handle standing for ``obj`` in submitted tasks: the executor's own ``share``
-        (sent once) when it has one, else ``obj`` itself (sent with each task)."""
+    def _put(self) -> Callable[[Any], Any] | None:
+        """How this executor sends an object once: its own ``share``, Dask's scatter to
+        every worker, else None."""
         put = getattr(self.executor, "share", None)
         client = getattr(self.executor, "_client", None)  # Dask's ClientExecutor
         if put is None and callable(getattr(client, "scatter", None)):
@@ -76,6 +80,19 @@ class Pool:
             def put(o: Any) -> Any:  # once to every worker; tasks receive the data
                 return client.scatter(o, broadcast=True, hash=False)
 
+        return put
+
+    @property
+    def by_reference(self) -> bool:
+        """True when a :meth:`share`d object reaches the tasks without being copied into
+        each one (sent once by the executor, or a thread pool: same process); False for a
+        process pool, which pickles it with every task."""
+        return self._put() is not None or isinstance(self.executor, ThreadPoolExecutor)
+
+    def share(self, obj: Any) -> Any:
+        """A handle standing for ``obj`` in submitted tasks: the executor's own ``share``
+        (sent once) when it has one, else ``obj`` itself (sent with each task)."""
+        put = self._put()
         if put is None:
             return obj
         key = id(obj)

@@ -538,7 +538,13 @@ def _rounded_upper(
     rel = getattr(cost, "rel_error", None)
     rel = float(rel()) if callable(rel) else 0.0
     N = n * m + 8
-    return upper * (1.0 + gamma(N)) * (1.0 + rel) * (1.0 + 4 * U64)
+    out = upper * (1.0 + gamma(N)) * (1.0 + rel) * (1.0 + 4 * U64)
+    # costs that state only an absolute error (OTDDCost: label-table margins): the plan has
+    # mass sum(a) (rounded onto the marginals), each unit errs by at most max_abs_error
+    mae = getattr(cost, "max_abs_error", None)
+    if not callable(getattr(cost, "rel_error", None)) and callable(mae):
+        out += float(mae()) * float(a.sum()) * (1.0 + (n + 4) * U64)
+    return out
 
 
 # ----------------------------------------------------------------------------------------

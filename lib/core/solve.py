@@ -220,8 +220,10 @@ def ot_bounds(
     check_pair(Xt, Yt)
     Xt, Yt, s2 = scale_points(Xt, Yt)  # issue 13: extreme scales, exact power of two
     cost = SqEuclidean(Xt, Yt)
-    anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
     check_anytime_knobs(target_gap, time_limit, progress)
+    if progress is not None and s2 != 1.0:  # report the interval in the data's own units
+        progress = _unscaled_progress(progress, s2)
+    anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
     if solver == "auto":
         solver = "minibatch" if forced else choose_route(cost.n, cost.m, int(Xt.shape[1]))
     with parallel.using(executor):
@@ -237,3 +239,14 @@ def ot_bounds(
     return res.replace(
         params={**res.params, "solver": solver, "n": cost.n, "m": cost.m, "d": int(Xt.shape[1])}
     )
+
+
+def _unscaled_progress(progress: Any, s2: float) -> Any:
+    """``progress`` seeing the interval of data scaled by ``s2`` (a power of two, see
+    :func:`otaudit.core.certify.scale_points`) in the original units, as the result is."""
+
+    def unscaled(rnd: int, lower: float, upper: float) -> None:
+        lo, up = lower / s2, upper / s2
+        progress(rnd, min(lo, up), up)
+
+    return unscaled

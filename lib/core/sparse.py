@@ -45,7 +45,7 @@ import torch
 from .. import config
 from ..errors import InputError, SolverError
 from .arrays import as_weights
-from .certify import U64
+from .certify import U64, gamma
 from .costs import GroundCost, SqEuclidean, c_transform, chunk_size, has_lower_block, row_chunks
 
 __all__ = [
@@ -163,6 +163,36 @@ def edge_costs(cost: GroundCost, I: np.ndarray, J: np.ndarray) -> np.ndarray:
         Cb = cost.block(R, None).to(torch.float64).cpu().numpy()
         vals[lo:hi] = Cb[Is[lo:hi] - R.start, Js[lo:hi]]
     out[order] = vals
+    return out
+
+
+def _abs_error_mass(cost: GroundCost, a: torch.Tensor) -> float:
+    """``max_abs_error * sum(a)`` for costs that state their evaluation error (OTDDCost:
+    the label-table margins of issue 13), else 0: the shift of any dual objective or plan
+    cost of total mass ``sum(a)`` between evaluated and real costs."""
+    mae = getattr(cost, "max_abs_error", None)
+    if not callable(mae):
+        return 0.0
+    return float(mae()) * float(a.sum()) * (1.0 + (a.numel() + 4) * U64)
+
+
+def _sq_euclidean_upper(
+    cost: SqEuclidean, I: np.ndarray, J: np.ndarray, P: np.ndarray, c: np.ndarray, total: float
+) -> float:
+    """A rigorous bound on the real cost of the plan ``(I, J, P)`` from its float64 value
+    ``total`` (summation already allowed for) of direct-difference costs ``c``: each entry errs
+    by at most ``gamma_{d+1}`` relative (the slack ``2^-20`` covers the subnormal floor of
+    entries >= 2^-900), and an entry below 2^-900 by the floor ``(d+2) 2^-1074`` unless its
+    two points are equal (then its cost is exactly 0), so W(D, D) stays 0."""
+    rho = gamma(int(cost.X.shape[1]) + 1) * (1.0 + 2.0**-20)
+    out = total * (1.0 + rho) * (1.0 + 2 * U64)
+    tiny = np.flatnonzero(c < 2.0**-900)
+    if len(tiny):
+        X = cost.X[torch.from_numpy(I[tiny]).to(cost.X.device)]
+        Y = cost.Y[torch.from_numpy(J[tiny]).to(cost.Y.device)]
+        differ = (~(X == Y).all(1)).cpu().numpy()
+        mass = float(P[tiny][differ].sum()) * (1.0 + (len(tiny) + 4) * U64)
+        out += cost.abs_error() * mass * (1.0 + 2.0**-20)
     return out
 
 
@@ -520,6 +550,8 @@ class SparseOT:
                 (cost.Y.to(torch.float64) ** 2).sum(1).max()
             )
             allowance += 4 * (d + 4) * U64 * r2
+        else:
+            allowance += _abs_error_mass(cost, self.a)
         return max(val - allowance, 0.0) if math.isfinite(val) else 0.0
 
     # -- plan repair for rounded supplies --
@@ -585,6 +617,10 @@ class SparseOT:
         self.plan = (Ip, Jp, P)
         terms = P * cp
         upper = float(terms.sum()) * (1.0 + (len(terms) + 4) * U64)
+        if isinstance(cost, SqEuclidean):
+            upper = _sq_euclidean_upper(cost, Ip, Jp, P, cp, upper)
+        else:
+            upper += _abs_error_mass(cost, self.a)
         # --- duals: exact integer potentials of the restricted problem ---
         t_dual = time.perf_counter()
         d0 = None

@@ -70,7 +70,9 @@ class EmbedderSpec(_Model):
     ] = "identity"
     #: Local model file (torchscript/torch) or model directory (sentence-transformers).
     path: str | None = None
-    #: Output dimension (random-projection, pca).
+    #: Output dimension (random-projection, pca); for a model kind, the output size it
+    #: is expected to have (checked against the model's metadata in preflight and against
+    #: its output when embedding; optional).
     dim: int | None = Field(default=None, gt=0)
     seed: int = 0
     #: Rows per forward pass (``batch_size`` is accepted as a deprecated alias).
@@ -132,13 +134,10 @@ class EmbedderSpec(_Model):
                 "add `dim: 64` (say)",
                 field="embedder.dim",
             )
-        if (
-            self.kind in ("identity", "torchscript", "torch", "sentence-transformers")
-            and self.dim is not None
-        ):
+        if self.kind == "identity" and self.dim is not None:
             raise _err(
-                f"embedder kind {self.kind!r} takes no dim",
-                "remove `dim` (it is set by the model)",
+                "embedder kind 'identity' takes no dim",
+                "remove `dim` (it is the feature dimension)",
                 field="embedder.dim",
             )
         return self

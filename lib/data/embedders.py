@@ -179,6 +179,18 @@ class IdentityEmbedder:
         return out
 
 
+def _check_declared_dim(out: np.ndarray, declared: int | None, dataset: str | None) -> np.ndarray:
+    """A model embedder's output against the manifest's declared ``dim`` (if any)."""
+    if declared is not None and out.ndim == 2 and out.shape[1] != declared:
+        raise InputError(
+            f"the model's output size is {out.shape[1]}, the manifest declares dim {declared}",
+            dataset=dataset,
+            field="embedder.dim",
+            fix=f"set `dim: {out.shape[1]}` or remove `dim`",
+        )
+    return out
+
+
 class TorchEmbedder:
     """A torch module (TorchScript or pickled nn.Module) applied in batches on a device."""
 
@@ -186,6 +198,7 @@ class TorchEmbedder:
         self.id = spec.id  # hashes the model file (raises InputError when missing)
         self.dataset = dataset
         self.rows_per_batch = spec.rows_per_batch
+        self.declared_dim = spec.dim
         self.device = resolve_device(spec.device)
         path = spec.local_path
         assert path is not None  # validated by EmbedderSpec
@@ -264,7 +277,8 @@ class TorchEmbedder:
                 progress(min(start + self.rows_per_batch, n), n)
         if not outs:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.ascontiguousarray(np.concatenate(outs, axis=0))
+        out = np.ascontiguousarray(np.concatenate(outs, axis=0))
+        return _check_declared_dim(out, self.declared_dim, self.dataset)
 
 
 class SentenceTransformerEmbedder:
@@ -273,6 +287,7 @@ class SentenceTransformerEmbedder:
     def __init__(self, spec: EmbedderSpec, dataset: str | None = None):
         self.dataset = dataset
         self.rows_per_batch = spec.rows_per_batch
+        self.declared_dim = spec.dim
         path = spec.local_path
         assert path is not None
         if not os.path.isdir(path):
@@ -330,7 +345,8 @@ class SentenceTransformerEmbedder:
                 progress(min(start + self.rows_per_batch, n), n)
         if not outs:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.ascontiguousarray(np.concatenate(outs, axis=0))
+        out = np.ascontiguousarray(np.concatenate(outs, axis=0))
+        return _check_declared_dim(out, self.declared_dim, self.dataset)
 
 
 class RandomProjectionEmbedder:

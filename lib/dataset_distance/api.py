@@ -114,7 +114,7 @@ def otdd_from_stats(
     lambda_x: float = config.LAMBDA_X,
     lambda_y: float = config.LAMBDA_Y,
     inner_options: dict[str, Any] | None = None,
-    class_cache: dict[tuple[str, str, str], tuple[float, float, float]] | None = None,
+    class_cache: dict[tuple[str, str, str], tuple[float, float, float, float]] | None = None,
     executor: Any = None,
     **solver_options: Any,
 ) -> OTResult:
@@ -184,8 +184,11 @@ def otdd_from_stats(
         table = LabelTable(z, z, z, "none")
     ly = float(lambda_y) if use_labels else 0.0
 
+    err = table.error if ly > 0 else None
+
     def outer(tab: torch.Tensor) -> OTResult:
-        cost = OTDDCost(sa, sb, tab, lambda_x, ly)
+        # the table's float margins enter every certificate (OTDDCost.max_abs_error/pair_cost)
+        cost = OTDDCost(sa, sb, tab, lambda_x, ly, label_error=err)
         return solve_ot(cost, solver=solver, executor=executor, **solver_options)
 
     if table.exact:
@@ -387,7 +390,7 @@ def otdd_matrix(
                     old[(fi, fj)] = existing.results[i][j]
     N = len(stats)
     # exact inner costs per pair of class clouds, shared by all pairs of this registry
-    class_cache: dict[tuple[str, str, str], tuple[float, float, float]] = {}
+    class_cache: dict[tuple[str, str, str], tuple[float, float, float, float]] = {}
     res: list[list[OTResult | None]] = [[None] * N for _ in range(N)]
     computed = []
     for i in range(N):

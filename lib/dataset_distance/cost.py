@@ -9,11 +9,11 @@ from typing import Any
 import torch
 
 from .. import config
-from ..core.costs import sq_euclidean
-from ..core.gaussian import gaussian_w2_sq_table
+from ..core.certify import U64, gamma
+from ..core.costs import SqEuclidean, sq_euclidean
 from ..errors import InputError
 from .labels import LabelTable, exact_table
-from .stats import DatasetStats
+from .stats import DatasetStats, gaussian_table
 
 
 def label_costs(
@@ -22,7 +22,7 @@ def label_costs(
     *,
     inner: str = config.OTDD_INNER,
     inner_options: dict[str, Any] | None = None,
-    class_cache: dict[tuple[str, str, str], tuple[float, float, float]] | None = None,
+    class_cache: dict[tuple[str, str, str], tuple[float, float, float, float]] | None = None,
 ) -> LabelTable:
     """Cross label table ``W_2^2(alpha_i^a, alpha_j^b)``, ``[Ka, Kb]`` (per-pair work).
 
@@ -38,7 +38,7 @@ def label_costs(
             return sa.self_exact
         if inner == "gaussian" and sa.self_gaussian is not None:
             g = sa.self_gaussian
-            return LabelTable(g, g, g, "gaussian-bures")
+            return LabelTable(g, g, g, "gaussian-bures", err=sa.self_gaussian_err)
     if inner == "gaussian":
         for s in (sa, sb):
             if s.covs is None or s.cov_sqrts is None:
@@ -48,8 +48,8 @@ def label_costs(
                     field="inner",
                     fix="compute them with dataset_stats(..., inner='gaussian' or 'both')",
                 )
-        g = gaussian_w2_sq_table(sa.means, sa.covs, sa.cov_sqrts, sb.means, sb.covs, sb.cov_sqrts)
-        return LabelTable(g, g, g, "gaussian-bures")
+        g, e = gaussian_table(sa, sb)  # with rigorous margins (issue 13)
+        return LabelTable(g, g, g, "gaussian-bures", err=e)
     if inner == "exact":
         pa = [sa.class_points(k) for k in range(sa.n_classes)]
         pb = [sb.class_points(k) for k in range(sb.n_classes)]
@@ -80,6 +80,16 @@ class OTDDCost:
     since ``W_2^2(alpha_y, alpha_y') >= ||mu_y - mu_y'||^2``, ``||phi - phi'||^2`` is a lower
     bound of the OTDD cost; ``w > 1`` makes blocks more class-homogeneous, which tightened the
     mini-batch bounds on digits pairs sharing a label set (see ``config``).
+
+    ``label_error`` (``[Ka, Kb]``, :attr:`LabelTable.err`; None: 0): the table's rigorous
+    margins. With them the cost states its evaluation error like :class:`SqEuclidean`, so
+    every certificate built on it covers the real cost
+    ``lambda_x ||x - y||^2 + lambda_y W_true(y, y')``: :meth:`max_abs_error` (dual
+    feasibility of every lower bound: ``C~ - C <= ev``) and :meth:`pair_cost` (every plan's
+    upper bound is re-evaluated on ``table + err``). Error analysis, real arithmetic:
+    ``C~ = fl(fl(lx D~) + fl(ly T))`` with ``|D~ - D| <= ev_x`` (:meth:`SqEuclidean.max_abs_error`
+    of the whole clouds, which covers any block) and ``|T - W_true| <= err``, so
+    ``|C~ - C| <= lx ev_x + ly max err + 3 u max C`` (three roundings of non-negative terms).
     """
 
     def __init__(
@@ -90,6 +100,7 @@ class OTDDCost:
         lambda_x: float = 1.0,
         lambda_y: float = 1.0,
         label_weight: float | None = None,
+        label_error: torch.Tensor | None = None,
     ):
         self.label_weight = (
             config.OTDD_PARTITION_LABEL_WEIGHT if label_weight is None else float(label_weight)
@@ -103,6 +114,13 @@ class OTDDCost:
         self.m = stats_b.n
         self._fx: torch.Tensor | None = None
         self._fy: torch.Tensor | None = None
+        self.label_error = (
+            torch.zeros_like(self.table)
+            if label_error is None
+            else label_error.to(torch.float64).to(stats_a.device)
+        )
+        self._sqc: SqEuclidean | None = None
+        self._lmax: tuple[float, float] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -150,8 +168,52 @@ class OTDDCost:
 
     def transpose(self) -> OTDDCost:
         return OTDDCost(
-            self.b, self.a, self.table.T, self.lambda_x, self.lambda_y, self.label_weight
-        )
+            self.b, self.a, self.table.T, self.lambda_x, self.lambda_y, self.label_weight,
+            self.label_error.T,
+        )  # fmt: skip
+
+    # -- error statements (issue 13; see the class docstring) ---------------------------
+    def _sq(self) -> SqEuclidean:
+        if self._sqc is None:
+            self._sqc = SqEuclidean(self.a.features, self.b.features)
+        return self._sqc
+
+    def _label_max(self) -> tuple[float, float]:
+        """Upper bounds on ``max (table + err)`` and ``max err`` (0 without a label term)."""
+        if self._lmax is None:
+            if self.lambda_y == 0.0 or self.table.numel() == 0:
+                self._lmax = (0.0, 0.0)
+            else:
+                t = float((self.table + self.label_error).max()) * (1.0 + 2 * U64)
+                self._lmax = (max(t, 0.0), float(self.label_error.max()))
+        return self._lmax
+
+    def max_cost(self) -> float:
+        """A rigorous upper bound on every real cost entry."""
+        tmax, _ = self._label_max()
+        cx = self.lambda_x * self._sq().max_cost() * (1.0 + 2 * U64)
+        return (cx + self.lambda_y * tmax * (1.0 + 2 * U64)) * (1.0 + 2 * U64)
+
+    def max_abs_error(self) -> float:
+        """A bound on ``|C~_ij - C_ij|`` over all entries of :meth:`block`."""
+        _, emax = self._label_max()
+        ex = self.lambda_x * self._sq().max_abs_error() if self.lambda_x > 0 else 0.0
+        return (ex + self.lambda_y * emax + 3 * U64 * self.max_cost()) * (1.0 + 4 * U64)
+
+    def pair_cost(self, I: torch.Tensor, J: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``(Cp [K], rho)`` with ``C <= Cp (1 + rho)`` for the real cost of the pairs
+        ``(I_k, J_k)``: direct differences (``gamma_{d+1}``) plus ``lambda_y (table + err)``
+        (an upper bound of the label term), three more roundings: ``rho = gamma_{d+5}``."""
+        d = int(self.a.features.shape[1])
+        C = (
+            (self.a.features[I].to(torch.float64) - self.b.features[J].to(torch.float64)) ** 2
+        ).sum(1)
+        if self.lambda_x != 1.0:
+            C = self.lambda_x * C
+        if self.lambda_y != 0.0:
+            ci, cj = self.a.codes[I], self.b.codes[J]
+            C = C + self.lambda_y * (self.table[ci, cj] + self.label_error[ci, cj])
+        return C, gamma(d + 5) * (1.0 + 2.0**-20)
 
 
 class OTDDBlockCost:

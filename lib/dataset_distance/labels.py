@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import config
+from ..core.certify import U64, exact_interval
 from ..core.costs import SqEuclidean, sq_euclidean
 from ..core.exact import emd
 from ..core.solve import solve_ot
@@ -49,9 +52,16 @@ def check_table_budget(
 class LabelTable:
     """Label-to-label costs ``W_2^2(alpha_i, alpha_j)`` between the classes of two datasets.
 
-    ``value``, ``lower``, ``upper``: ``[Ka, Kb]`` float64 tensors with
-    ``lower <= W_2^2 <= upper`` certified entry-wise (all three equal for exact solves and for
-    the Gaussian closed form). ``n_solves`` counts inner OT solves (0 for Gaussian).
+    ``value``, ``lower``, ``upper``: ``[Ka, Kb]`` float64 tensors, the inner solver's bracket
+    (all three equal for exact solves and for the Gaussian closed form). ``err``: ``[Ka, Kb]``
+    rigorous floating-point margins (None: 0): the true label cost lies in
+    ``[lower - err, upper + err]`` entry-wise (exact LP: the width of its verified
+    :func:`otaudit.core.certify.exact_interval`; Gaussian:
+    :func:`otaudit.core.gaussian_cert.table_error`; 0 for bounded big-class solves, whose
+    bounds are already certified). The OTDD outer bounds subtract ``lambda_y err`` from the
+    cost for the lower bound and add it for the upper one (:class:`OTDDCost`). Identical
+    class clouds have ``value = err = 0`` exactly. ``n_solves`` counts inner OT solves (0 for
+    Gaussian).
     """
 
     value: torch.Tensor
@@ -60,11 +70,18 @@ class LabelTable:
     method: str
     n_solves: int = 0
     converged: bool = True
+    err: torch.Tensor | None = None
 
     @property
     def exact(self) -> bool:
-        """True when every entry is known exactly (``lower == upper``)."""
+        """True when the inner solver's bracket is closed (``lower == upper``): one outer
+        solve with ``value`` and the margins ``err`` suffices."""
         return bool(torch.equal(self.lower, self.upper))
+
+    @property
+    def error(self) -> torch.Tensor:
+        """``err`` as a tensor (zeros when None)."""
+        return torch.zeros_like(self.value) if self.err is None else self.err
 
     def transpose(self) -> LabelTable:
         return LabelTable(
@@ -74,6 +91,7 @@ class LabelTable:
             self.method,
             self.n_solves,
             self.converged,
+            None if self.err is None else self.err.T.contiguous(),
         )
 
 
@@ -86,14 +104,14 @@ def exact_table(
     symmetric: bool,
     device: torch.device,
     inner_options: dict[str, Any],
-    class_cache: dict[tuple[str, str, str], tuple[float, float, float]] | None = None,
+    class_cache: dict[tuple[str, str, str], tuple[float, float, float, float]] | None = None,
     dataset: str | None = None,
 ) -> LabelTable:
     """Exact (or, for big classes, certified-bounded) ``W_2^2`` between class point clouds.
 
     ``symmetric=True`` (the same dataset on both sides): only ``i < j`` is solved and mirrored.
     Identical class clouds (equal content hashes) give exactly 0 without a solve.
-    ``class_cache`` (shared across the pairs of a registry): ``(value, lower, upper)`` per
+    ``class_cache`` (shared across the pairs of a registry): ``(value, lower, upper, err)`` per
     unordered pair of class content hashes, so a class pair that appears in several dataset
     pairs (e.g. unchanged classes across dataset versions) is solved once. Each class pair is
     solved in a canonical orientation (by hash), so the cached value does not depend on
@@ -109,6 +127,7 @@ def exact_table(
     val = torch.zeros((Ka, Kb), dtype=torch.float64)
     lo = torch.zeros((Ka, Kb), dtype=torch.float64)
     up = torch.zeros((Ka, Kb), dtype=torch.float64)
+    er = torch.zeros((Ka, Kb), dtype=torch.float64)
     n_solves = 0
     converged = True
     max_exact = int(inner_options.get("max_exact", config.OTDD_INNER_EXACT_MAX))
@@ -131,27 +150,56 @@ def exact_table(
                 A, B = B, A
             key = (min(hashes_a[i], hashes_b[j]), max(hashes_a[i], hashes_b[j]), opt_key)
             if class_cache is not None and key in class_cache:
-                v, l_, u = class_cache[key]
-                val[i, j], lo[i, j], up[i, j] = v, l_, u
+                v, l_, u, e = class_cache[key]
+                val[i, j], lo[i, j], up[i, j], er[i, j] = v, l_, u, e
                 if symmetric:
-                    val[j, i], lo[j, i], up[j, i] = v, l_, u
+                    val[j, i], lo[j, i], up[j, i], er[j, i] = v, l_, u, e
                 continue
+            e = 0.0
             if max(A.shape[0], B.shape[0]) <= max_exact:
-                c = emd(
-                    torch.full((A.shape[0],), 1.0 / A.shape[0], dtype=torch.float64),
-                    torch.full((B.shape[0],), 1.0 / B.shape[0], dtype=torch.float64),
-                    sq_euclidean(A, B),
-                ).cost
-                v = l_ = u = c
+                v, e = _exact_pair(A, B)
+                l_ = u = v
             else:
                 r = solve_ot(SqEuclidean(A, B), solver=large_solver, **large_opts)
                 v, l_, u = r.value, max(r.lower, 0.0), r.upper
                 converged = converged and r.converged
             n_solves += 1
             if class_cache is not None:
-                class_cache[key] = (v, l_, u)
-            val[i, j], lo[i, j], up[i, j] = v, l_, u
+                class_cache[key] = (v, l_, u, e)
+            val[i, j], lo[i, j], up[i, j], er[i, j] = v, l_, u, e
             if symmetric:
-                val[j, i], lo[j, i], up[j, i] = v, l_, u
+                val[j, i], lo[j, i], up[j, i], er[j, i] = v, l_, u, e
     method = f"exact-lp(<= {max_exact} pts/class) else {large_solver}"
-    return LabelTable(val.to(device), lo.to(device), up.to(device), method, n_solves, converged)
+    return LabelTable(
+        val.to(device), lo.to(device), up.to(device), method, n_solves, converged, er.to(device)
+    )
+
+
+def _exact_pair(A: torch.Tensor, B: torch.Tensor) -> tuple[float, float]:
+    """``(value, err)`` of the exact inner OT between two class clouds (uniform weights):
+    ``value`` the verified LP's float64 cost, ``err`` the distance from it to the far end of
+    a rigorous interval for the real squared-Euclidean cost, so ``|value - W_2^2| <= err``:
+    the verified LP's dual side minus the cost's entry-wise evaluation error and its plan
+    side plus that error times the plan's mass (O(1), no re-evaluation); where that margin
+    exceeds ``2^-30 value`` (tiny or zero costs), :func:`otaudit.core.certify.exact_interval`
+    (the plan's support re-evaluated by direct differences). Identical points matched to
+    each other give ``value = err = 0``."""
+    a = torch.full((A.shape[0],), 1.0 / A.shape[0], dtype=torch.float64, device=A.device)
+    b = torch.full((B.shape[0],), 1.0 / B.shape[0], dtype=torch.float64, device=B.device)
+    sol = emd(a, b, sq_euclidean(A, B))
+    v = float(sol.cost)
+    # cheap and usually tight: |C~ - C| <= ev entry-wise, so the verified dual side loses ev
+    # (the mass is 1) and the plan side gains at most ev times the plan's mass
+    cost = SqEuclidean(A, B)
+    ev = cost.max_abs_error() * (1.0 + 4 * U64)
+    mass = float(np.sum(sol.plan)) * (1.0 + (sol.plan.size + 2) * U64)
+    lo = max(float(sol.lower) - ev, 0.0) if math.isfinite(sol.lower) else 0.0
+    up = float(sol.upper) + ev * mass
+    e = max(v - lo, up - v, 0.0) * (1.0 + 4 * U64)
+    if v > 0.0 and e <= 2.0**-30 * v:
+        return v, e
+    # small or zero costs (a permuted copy of a class: v = 0): re-evaluate the plan's
+    # support by direct differences, exact zeros stay zero
+    lo, up = exact_interval(cost, sol, a, b)
+    e = max(v - lo, up - v, 0.0) * (1.0 + 4 * U64)
+    return v, e

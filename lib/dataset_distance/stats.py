@@ -13,7 +13,8 @@ import torch
 
 from .. import config
 from ..core.arrays import as_labels, as_points, device_of
-from ..core.gaussian import covariance, gaussian_w2_sq_table, ordered_mean, sqrtm_psd
+from ..core.gaussian import covariance, gaussian_w2_sq_table_err, ordered_mean, sort_rows, sqrtm_psd
+from ..core.gaussian_cert import class_radius
 from ..core.partition import kmeans
 from ..errors import InputError
 from .labels import LabelTable, exact_table
@@ -84,6 +85,7 @@ class DatasetStats:
         cov_sqrts: ``[K, d, d]`` their symmetric PSD square roots (None likewise).
         self_exact: within-dataset label table for ``inner="exact"`` (None if not computed).
         self_gaussian: ``[K, K]`` within-dataset Gaussian label table (None if not computed).
+        self_gaussian_err: its rigorous entry-wise error bound (see :meth:`gaussian_margins`).
         params: how the statistics were made (e.g. pseudo-labels).
     """
 
@@ -102,6 +104,8 @@ class DatasetStats:
     self_gaussian: torch.Tensor | None = None
     params: dict[str, Any] = field(default_factory=dict)
     _class_points: list[torch.Tensor] = field(default_factory=list, repr=False, compare=False)
+    self_gaussian_err: torch.Tensor | None = None
+    _cert: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self._class_points:
@@ -127,6 +131,29 @@ class DatasetStats:
     def class_points(self, k: int) -> torch.Tensor:
         """``[n_k, d]`` points of class ``k`` (an index into ``classes``)."""
         return self._class_points[k]
+
+    def gaussian_margins(self) -> tuple[torch.Tensor, tuple[str, ...]]:
+        """``(radii [K], sorted_hashes)`` for the rigorous Gaussian label-cost margins
+        (computed once, kept): ``radii[k] >= W(N(mu_k, S_k), N(mu~_k, R~_k R~_k^T))`` between
+        the Gaussian of class ``k``'s exact mean and covariance and the stored statistics
+        (:func:`otaudit.core.gaussian_cert.class_radius`), and a content hash of each class's
+        sorted points (equal hashes: identical point sets, label cost exactly 0)."""
+        if "radii" not in self._cert:
+            if self.covs is None or self.cov_sqrts is None:
+                raise ValueError("gaussian_margins needs class covariances")
+            rid = float(self.params.get("ridge", config.GAUSSIAN_COV_RIDGE))
+            radii, hashes = [], []
+            known = self._cert.get("sorted_hashes")  # from dataset_stats, when built there
+            for k in range(self.n_classes):
+                p = self.class_points(k).to(torch.float64)
+                mu, S, R = self.means[k], self.covs[k], self.cov_sqrts[k]
+                radii.append(class_radius(p, mu, S, R, rid))
+                if known is None:
+                    hashes.append(content_hash(tensor_bytes(sort_rows(p))))
+            t = torch.tensor(radii, dtype=torch.float64, device=self.means.device)
+            self._cert["radii"] = t
+            self._cert["sorted_hashes"] = tuple(hashes) if known is None else known
+        return self._cert["radii"], self._cert["sorted_hashes"]
 
     def has_inner(self, inner: str) -> bool:
         """Whether these statistics support ``inner`` (Gaussian needs covariances)."""
@@ -161,8 +188,10 @@ class DatasetStats:
             out["self_exact_value"] = self.self_exact.value.cpu().numpy()
             out["self_exact_lower"] = self.self_exact.lower.cpu().numpy()
             out["self_exact_upper"] = self.self_exact.upper.cpu().numpy()
-        if self.self_gaussian is not None:
+            out["self_exact_err"] = self.self_exact.error.cpu().numpy()
+        if self.self_gaussian is not None and self.self_gaussian_err is not None:
             out["self_gaussian"] = self.self_gaussian.cpu().numpy()
+            out["self_gaussian_err"] = self.self_gaussian_err.cpu().numpy()
         return out
 
     @classmethod
@@ -177,7 +206,9 @@ class DatasetStats:
             return torch.from_numpy(np.array(d[key])).to(dev)
 
         self_exact = None
-        if "self_exact_value" in d:
+        # tables written before their margins existed (issue 13) are dropped, not trusted:
+        # they are recomputed where needed
+        if "self_exact_value" in d and "self_exact_err" in d:
             self_exact = LabelTable(
                 t("self_exact_value"),
                 t("self_exact_lower"),
@@ -185,7 +216,9 @@ class DatasetStats:
                 meta["self_exact_method"],
                 int(meta["self_exact_n_solves"]),
                 bool(meta["self_exact_converged"]),
+                t("self_exact_err"),
             )
+        has_sg = "self_gaussian" in d and "self_gaussian_err" in d
         return cls(
             name=meta["name"],
             fingerprint=meta["fingerprint"],
@@ -199,7 +232,8 @@ class DatasetStats:
             covs=t("covs") if "covs" in d else None,
             cov_sqrts=t("cov_sqrts") if "cov_sqrts" in d else None,
             self_exact=self_exact,
-            self_gaussian=t("self_gaussian") if "self_gaussian" in d else None,
+            self_gaussian=t("self_gaussian") if has_sg else None,
+            self_gaussian_err=t("self_gaussian_err") if has_sg else None,
             params=dict(meta["params"]),
         )
 
@@ -294,8 +328,10 @@ def dataset_stats(
         codes_np.tobytes(),
         json.dumps([encode_label(c) for c in classes]).encode(),
     )
-    means = torch.stack([ordered_mean(p) for p in pts])  # order-free (issue 13)
-    covs = roots = self_g = None
+    spts = [sort_rows(p.to(torch.float64)) for p in pts]  # sorted once per class
+    sorted_hashes = tuple(content_hash(tensor_bytes(p)) for p in spts)
+    means = torch.stack([ordered_mean(p, presorted=True) for p in spts])  # order-free (#13)
+    covs = roots = self_g = self_ge = None
     self_e = None
     if labeled and inner in ("gaussian", "both"):
         small = [classes[k] for k in range(K) if counts[k] < 2]
@@ -308,14 +344,24 @@ def dataset_stats(
                 fix="use inner='exact', or drop or merge classes with one point",
             )
         rid = config.GAUSSIAN_COV_RIDGE if ridge is None else float(ridge)
-        covs = torch.stack([covariance(p, rid)[1] for p in pts])
+        covs = torch.stack([covariance(p, rid, presorted=True)[1] for p in spts])
         roots = sqrtm_psd(covs)
-        if self_tables:
-            self_g = gaussian_w2_sq_table(means, covs, roots, means, covs, roots)
-            self_g = 0.5 * (self_g + self_g.T)  # exact symmetry within one dataset
-            self_g.fill_diagonal_(0.0)
         if ridge is not None:
             params["ridge"] = rid
+        if self_tables:
+            probe = DatasetStats(
+                ds, "", Xt, codes, tuple(classes), counts, labeled, class_hashes, means,
+                covs, roots, params=params, _class_points=pts,
+                _cert={"sorted_hashes": sorted_hashes},
+            )  # fmt: skip
+            self_g, self_ge = gaussian_table(probe, probe)
+            # exact symmetry within one dataset; the margin covers the averaging
+            g0, e0 = self_g, self_ge
+            self_g = 0.5 * (g0 + g0.T)
+            self_ge = torch.maximum(e0 + (g0 - self_g).abs(), e0.T + (g0.T - self_g).abs())
+            self_ge = self_ge * (1.0 + 4 * 2.0**-53)
+            self_g.fill_diagonal_(0.0)
+            self_ge.fill_diagonal_(0.0)  # a class against itself: 0 exactly
     if labeled and self_tables and inner in ("exact", "both"):
         self_e = exact_table(
             pts,
@@ -341,9 +387,34 @@ def dataset_stats(
         cov_sqrts=roots,
         self_exact=self_e,
         self_gaussian=self_g,
+        self_gaussian_err=self_ge,
         params=params,
         _class_points=pts,
+        _cert={"sorted_hashes": sorted_hashes},
     )
+
+
+def gaussian_table(sa: DatasetStats, sb: DatasetStats) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian label table ``[Ka, Kb]`` between two datasets' classes and its rigorous
+    entry-wise error bound ``err >= |table - T_true|`` (``T_true``: ``W_2^2`` between the
+    Gaussians of the classes' exact means and covariances;
+    :mod:`otaudit.core.gaussian_cert`). Classes with identical sorted point sets have
+    ``T_true = 0``: their ``err`` is the table entry itself (0 when, as usual, the stored
+    statistics agree bitwise)."""
+    ra, ha = sa.gaussian_margins()
+    rb, hb = sb.gaussian_margins()
+    g, e = gaussian_w2_sq_table_err(
+        sa.means, sa.covs, sa.cov_sqrts, sb.means, sb.covs, sb.cov_sqrts,
+        radii_a=ra, radii_b=rb,
+    )  # fmt: skip
+    assert e is not None
+    cols: dict[str, list[int]] = {}
+    for j, h in enumerate(hb):
+        cols.setdefault(h, []).append(j)
+    for i, h in enumerate(ha):
+        for j in cols.get(h, ()):
+            e[i, j] = g[i, j]
+    return g, e
 
 
 # --------------------------------------------------------------------------------------

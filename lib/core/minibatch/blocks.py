@@ -196,17 +196,24 @@ def solve_blocks(
 ) -> list[BlockSolve]:
     """Solve block problems ``(I, J, wa, wb)``: POT's LP one by one, or batched Sinkhorn.
 
-    With an executor installed (:mod:`otaudit.core.parallel`), a CPU cost offering
-    ``sub(I, J)`` (the cost restricted to the block's points: ``sub(I, J).block(None, None)
-    == block(I, J)`` to the bit) and at least two problems, the LP solves are submitted in
-    contiguous chunks, each task carrying only its blocks' points and weights; results come
-    back in order, identical to the serial loop (POT's network simplex releases the GIL, so
-    a thread pool runs them side by side too)."""
+    With an executor installed (:mod:`otaudit.core.parallel`), a CPU cost and at least two
+    problems, the LP solves are submitted in contiguous chunks: with an executor that shares
+    by reference (Dask: the cost scattered once per worker, the same copy the c-transform
+    passes use; a thread pool) each task carries only its blocks' indices and weights; with
+    a process pool, its blocks' own points (``sub(I, J)``, the cost restricted to them:
+    ``sub(I, J).block(None, None) == block(I, J)`` to the bit; a cost without ``sub`` is
+    solved in place). Results come back in order, identical to the serial loop (POT's
+    network simplex releases the GIL, so a thread pool runs them side by side too)."""
     if block_solver == "sinkhorn":
         return sinkhorn_blocks(cost, problems)
     pool = parallel.current()
     sub = getattr(cost, "sub", None)
-    if pool is None or sub is None or cost.device.type != "cpu" or len(problems) < 2:
+    if pool is None or cost.device.type != "cpu" or len(problems) < 2:
+        return [exact_block(cost, I, J, wa, wb) for I, J, wa, wb in problems]
+    if pool.by_reference:  # the cost once per worker (shared with the passes); indices per task
+        chunks = parallel.chunked(problems, pool.n_chunks(len(problems)))
+        return pool.map(_exact_chunk_shared, chunks, pool.share(cost))
+    if sub is None:
         return [exact_block(cost, I, J, wa, wb) for I, J, wa, wb in problems]
     items = [(sub(I, J), wa, wb) for I, J, wa, wb in problems]
     return pool.map(_exact_chunk, parallel.chunked(items, pool.n_chunks(len(items))))
@@ -215,6 +222,15 @@ def solve_blocks(
 def _exact_chunk(items: list[tuple[GroundCost, torch.Tensor, torch.Tensor]]) -> list[BlockSolve]:
     """One submitted task: the exact solves of a chunk of restricted block costs."""
     return [exact_block(c, None, None, wa, wb) for c, wa, wb in items]
+
+
+def _exact_chunk_shared(
+    cost: GroundCost,
+    items: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> list[BlockSolve]:
+    """One submitted task: the exact solves of a chunk of blocks ``(I, J, wa, wb)`` of the
+    worker's copy of the shared cost (the serial loop's very calls)."""
+    return [exact_block(cost, I, J, wa, wb) for I, J, wa, wb in items]
 
 
 def resolve_block_solver(block_solver: Any, device: torch.device) -> str:
