@@ -85,6 +85,9 @@ def _embed(spec: Any, cache_uri: str, parallel: bool) -> dict[str, Any]:
     }
 
 
+_WARM = ("otaudit.data.embedders", "otaudit.data.embedding", "otaudit.dataset_distance.stats")
+
+
 def _worker_peak(dask_worker: Any) -> int:
     import resource
 
@@ -150,7 +153,9 @@ def run_embed_case(
         ) as cluster,
         Client(cluster) as client,
     ):
-        client.run(lambda: __import__("otaudit.data.embedders"))  # warm imports (torch)
+        # warm imports on every worker (torch; the shard task's moments import POT via
+        # otaudit.dataset_distance): a long-lived worker pays them once, not per dataset
+        client.run(lambda: [__import__(m) for m in _WARM])
         serial = client.submit(_embed, spec, str(tmp / "c_serial"), False, pure=False).result()
         before = sum(client.run(_transfer_bytes).values())
         t0 = time.perf_counter()

@@ -484,13 +484,34 @@ def shard_moments(X: Any, y: Any) -> dict[str, ClassMoments]:
         return {label_key(None): ClassMoments.of(X)}
     y = np.asarray(y)
     out: dict[str, ClassMoments] = {}
-    values = y.tolist()
-    groups: dict[str, list[int]] = {}
-    for i, v in enumerate(values):
-        groups.setdefault(label_key(v), []).append(i)
-    for key, idx in groups.items():
-        out[key] = ClassMoments.of(X[np.asarray(idx, dtype=np.int64)])
+    for key, idx in _label_groups(y).items():
+        out[key] = ClassMoments.of(X[idx])
     return out
+
+
+def _label_groups(y: np.ndarray) -> dict[str, np.ndarray]:
+    """label key -> the ascending row indices holding it. Numeric, bool and string arrays
+    are grouped by value with ``np.unique`` (floats by their bit pattern, so ``-0.0`` and
+    ``0.0`` stay apart as their keys do) and keyed once per distinct value; object arrays
+    (mixed types, tuples) row by row. Distinct values with one key are merged."""
+    groups: dict[str, np.ndarray] = {}
+    if y.dtype.kind in "biufUS" and y.ndim == 1:
+        by = (
+            y.view(np.int64 if y.dtype.itemsize == 8 else np.int32)
+            if y.dtype.kind == "f" and y.dtype.itemsize in (4, 8)
+            else y
+        )
+        uniq, first, inv = np.unique(by, return_index=True, return_inverse=True)
+        order = np.argsort(inv, kind="stable")
+        bounds = np.cumsum(np.bincount(inv, minlength=len(uniq)))[:-1]
+        for u, idx in zip(first, np.split(order, bounds), strict=True):
+            key = label_key(y[u])
+            groups[key] = np.sort(np.concatenate([groups[key], idx])) if key in groups else idx
+        return groups
+    lists: dict[str, list[int]] = {}
+    for i, v in enumerate(y.tolist()):
+        lists.setdefault(label_key(v), []).append(i)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in lists.items()}
 
 
 def merge_moments(parts: list[dict[str, ClassMoments]]) -> dict[str, ClassMoments]:
