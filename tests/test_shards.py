@@ -296,3 +296,34 @@ def test_prepare_with_executor_equals_serial_and_stores_merged_moments(tmp_path)
     v_ser = otdd_from_stats(*stats["ser"])
     v_par = otdd_from_stats(*stats["par"])
     assert (v_ser.lower, v_ser.upper) == (v_par.lower, v_par.upper)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        lambda r: r.integers(0, 10, 3000),
+        lambda r: r.integers(0, 10, 3000).astype(np.int32),
+        lambda r: r.integers(0, 3, 3000).astype(np.uint8),
+        lambda r: r.integers(0, 2, 3000).astype(bool),
+        lambda r: np.array(["cat", "dog", "eel"])[r.integers(0, 3, 3000)],
+        lambda r: np.where(r.random(3000) < 0.5, -0.0, 0.0),  # distinct keys, equal values
+        lambda r: r.integers(0, 4, 3000).astype(np.float32) / 2,
+        lambda r: np.array([1, "a", (1, 2)], dtype=object)[r.integers(0, 3, 3000)],
+    ],
+)
+def test_shard_moments_group_labels_like_row_by_row(labels):
+    """The vectorised grouping (np.unique) gives the keys and, per key, the very rows (in
+    order, so the same bits) that keying every row with ``label_key`` gives."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 4))
+    y = labels(rng)
+    rows: dict[str, list[int]] = {}
+    for i, v in enumerate(y.tolist()):
+        rows.setdefault(label_key(v), []).append(i)
+    got = shard_moments(X, y)
+    assert set(got) == set(rows)
+    for key, idx in rows.items():
+        want = ClassMoments.of(X[np.asarray(idx)])
+        assert got[key].count == want.count
+        assert np.array_equal(got[key].mean, want.mean)
+        assert np.array_equal(got[key].comoment, want.comoment)
