@@ -16,9 +16,9 @@ Oracles (independent of otaudit):
   the tolerance is ``1e-12`` relative plus ``EMD_ATOL = 1e-12 * max C`` absolute;
 * OTDD: the full OTDD cost ``lambda_x |x - y|^2 + lambda_y W(y, y')`` built from scratch
   (``W`` by rescaled ``ot.emd2`` between class clouds, or the Gaussian closed form from
-  exact 50-digit mpmath statistics; otaudit's Gaussian table is float64, not certified, so
-  the Gaussian inner gets the tolerance derived in :func:`tests.oracles.gauss_w2`), then the outer OT by
-  the same rules.
+  exact 50-digit mpmath statistics; otaudit's Gaussian table carries certified margins, so
+  the Gaussian inner gets only the oracle's own round-off, :func:`tests.oracles.gauss_w2`),
+  then the outer OT by the same rules.
 
 The CI run is bounded (``derandomize=True``, ``deadline=None``, a fixed number of examples
 per test, ~60 s in all on one shared core); ``benchmarks/property_run.py`` runs the same
