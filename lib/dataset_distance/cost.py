@@ -10,7 +10,7 @@ import torch
 
 from .. import config
 from ..core.certify import U64, gamma
-from ..core.costs import SqEuclidean, sq_euclidean
+from ..core.costs import SqEuclidean, pair_sq_diffs, sq_euclidean
 from ..errors import InputError
 from .labels import LabelTable, exact_table
 from .stats import DatasetStats, gaussian_table
@@ -205,9 +205,7 @@ class OTDDCost:
         ``(I_k, J_k)``: direct differences (``gamma_{d+1}``) plus ``lambda_y (table + err)``
         (an upper bound of the label term), three more roundings: ``rho = gamma_{d+5}``."""
         d = int(self.a.features.shape[1])
-        C = (
-            (self.a.features[I].to(torch.float64) - self.b.features[J].to(torch.float64)) ** 2
-        ).sum(1)
+        C = pair_sq_diffs(self.a.features, self.b.features, I, J)
         if self.lambda_x != 1.0:
             C = self.lambda_x * C
         if self.lambda_y != 0.0:
