@@ -138,6 +138,23 @@ def test_otdd_minibatch_identical(client, small_tiles):
     _same(r0, r2)
 
 
+def test_sliced_projections_dask_identical(client, small_tiles):
+    """Sliced screening's projection chunks over the cluster: the serial estimate and
+    certified lower bound to the bit, the chunks run on the workers."""
+    from distributed import get_task_stream
+
+    X, Y = _clouds(3000, 2500, 8, seed=6)
+    rng = np.random.default_rng(6)
+    y1, y2 = rng.integers(0, 4, 3000), rng.integers(0, 4, 2500)
+    r0 = otaudit.sliced_otdd(X, y1, Y, y2, n_projections=200)
+    with get_task_stream(client) as ts:
+        r1 = otaudit.sliced_otdd(X, y1, Y, y2, n_projections=200, executor=client.get_executor())
+    _same(r0, r1)
+    assert r0.lower_certified and r0.lower <= r0.value
+    names = {t["key"].split("-")[0] for t in ts.data if isinstance(t["key"], str)}
+    assert "_projected_chunk" in names, names
+
+
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("side", ["x", "y"])
 def test_c_transform_identical(client, fast, side):

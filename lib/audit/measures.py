@@ -99,7 +99,7 @@ def measure_params(plan: AuditPlan, measure: str) -> dict[str, Any]:
 
 
 #: the measures that take ``executor=`` (one large pair spread over the cluster)
-EXECUTOR_MEASURES = ("otdd", "ot_bounds", "w2")
+EXECUTOR_MEASURES = ("otdd", "ot_bounds", "w2", "sliced")
 
 
 def compute_pair(
@@ -173,7 +173,7 @@ def _compute_pair(
         sa, sb = load("stats", ra), load("stats", rb)
         ya = sa.codes if sa.labeled else None  # unlabeled: sliced W2 (lower bound still holds)
         yb = sb.codes if sb.labeled else None
-        return otaudit.sliced_otdd(sa.features, ya, sb.features, yb, **params)
+        return otaudit.sliced_otdd(sa.features, ya, sb.features, yb, **params, executor=ex)
     raise ValueError(f"unknown measure {measure!r}")  # the manifest validates measures
 
 

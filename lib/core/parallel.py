@@ -12,7 +12,8 @@ everything in process. The executor is installed for the duration of the call
   the base coupling, each column-generation round, each refinement pass);
 - the row tiles of the c-transforms and of the block residual minima (the lower bound's
   ``n x m`` passes);
-- the assignment step of k-means (:func:`otaudit.core.partition.kmeans`).
+- the assignment step of k-means (:func:`otaudit.core.partition.kmeans`);
+- the column chunks of sliced screening's projections (:func:`otaudit.core.sliced.sliced_otdd`).
 
 **Same numbers to the bit.** Every unit of work computes exactly what the serial loop
 computes for the same rows (same shapes, same operations); the results are gathered in

@@ -42,6 +42,7 @@ import torch
 
 from .. import config
 from ..errors import InputError
+from . import parallel
 from .arrays import as_labels, as_points, check_dims, check_pair
 from .result import OTResult
 
@@ -103,11 +104,25 @@ def _projected_w2(
     n_rows = Z1.shape[0] + Z2.shape[0]
     budget = config.COST_BLOCK_BYTES if budget_bytes is None else budget_bytes
     cols = max(1, int(budget // (n_rows * 8 * 6)))  # projections, sorts, merged grid: ~6 copies
-    out = [
-        sliced_w2_1d(Z1 @ theta[:, s : s + cols], Z2 @ theta[:, s : s + cols])
-        for s in range(0, theta.shape[1], cols)
-    ]
+    starts = list(range(0, theta.shape[1], cols))
+    pool = parallel.current()
+    if pool is not None and len(starts) >= 2 and Z1.device.type == "cpu":
+        # column chunks over the executor (issue 14): the same chunks, the same operations
+        # per chunk, gathered in order -> the serial result to the bit
+        shared = pool.share((Z1, Z2))
+        chunks = parallel.chunked(starts, pool.n_chunks(len(starts)))
+        out = pool.map(_projected_chunk, chunks, shared, theta, cols)
+    else:
+        out = _projected_chunk((Z1, Z2), theta, cols, starts)
     return torch.cat(out)
+
+
+def _projected_chunk(
+    Z: tuple[torch.Tensor, torch.Tensor], theta: torch.Tensor, cols: int, starts: list[int]
+) -> list[torch.Tensor]:
+    """The 1-D W2² of the column chunks of ``theta`` that begin at ``starts``."""
+    Z1, Z2 = Z
+    return [sliced_w2_1d(Z1 @ theta[:, s : s + cols], Z2 @ theta[:, s : s + cols]) for s in starts]
 
 
 def _class_means(X: torch.Tensor, codes: torch.Tensor, k: int) -> torch.Tensor:
@@ -192,6 +207,7 @@ def sliced_otdd(
     lambda_x: float = config.LAMBDA_X,
     lambda_y: float = config.LAMBDA_Y,
     seed: int = config.SEED,
+    executor: Any = None,
 ) -> OTResult:
     """Sliced screening estimate of OTDD² with a certified (loose) lower bound.
 
@@ -200,6 +216,8 @@ def sliced_otdd(
         y1, y2: labels (any hashables) or None for plain (sliced) W2².
         n_projections: random directions for the estimate.
         n_frames: random orthonormal frames for the certified lower bound.
+        executor: any ``concurrent.futures.Executor`` (:mod:`otaudit.core.parallel`): the
+            projections' column chunks are submitted to it; the result is the same to the bit.
     Returns:
         OTResult of ``kind`` ``"estimate"``: ``lower_certified=True`` (``lower`` is a
         certified lower bound), ``upper_certified=False`` (``upper = inf``; ``value`` is an
@@ -215,8 +233,9 @@ def sliced_otdd(
     Z2 = _augment(X2t, y2 if labeled else None, lambda_x, lambda_y, "y2")
     D = Z1.shape[1]
     theta, frames = _directions(D, n_projections, n_frames, seed, Z1.device)
-    estimate = float(D * _projected_w2(Z1, Z2, theta).mean())
-    lower = max(float(_projected_w2(Z1, Z2, Q).sum()) for Q in frames)
+    with parallel.using(executor):
+        estimate = float(D * _projected_w2(Z1, Z2, theta).mean())
+        lower = max(float(_projected_w2(Z1, Z2, Q).sum()) for Q in frames)
     params = _params(n_projections, n_frames, lambda_x, lambda_y, seed, labeled)
     return _result(estimate, lower, D, params, t0)
 
