@@ -179,6 +179,15 @@ class IdentityEmbedder:
         return out
 
 
+def _gathered(outs: list[np.ndarray], declared: int | None, dataset: str | None) -> np.ndarray:
+    """The batches of a model embedder as one contiguous float32 array (``[0, 0]`` for no
+    rows), checked against the manifest's declared ``dim``."""
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32)
+    out = np.ascontiguousarray(np.concatenate(outs, axis=0))
+    return _check_declared_dim(out, declared, dataset)
+
+
 def _check_declared_dim(out: np.ndarray, declared: int | None, dataset: str | None) -> np.ndarray:
     """A model embedder's output against the manifest's declared ``dim`` (if any)."""
     if declared is not None and out.ndim == 2 and out.shape[1] != declared:
@@ -275,10 +284,7 @@ class TorchEmbedder:
             outs.append(yb.detach().to("cpu", torch.float32).numpy())
             if progress is not None:
                 progress(min(start + self.rows_per_batch, n), n)
-        if not outs:
-            return np.zeros((0, 0), dtype=np.float32)
-        out = np.ascontiguousarray(np.concatenate(outs, axis=0))
-        return _check_declared_dim(out, self.declared_dim, self.dataset)
+        return _gathered(outs, self.declared_dim, self.dataset)
 
 
 class SentenceTransformerEmbedder:
@@ -343,10 +349,7 @@ class SentenceTransformerEmbedder:
             outs.append(np.asarray(emb, dtype=np.float32))
             if progress is not None:
                 progress(min(start + self.rows_per_batch, n), n)
-        if not outs:
-            return np.zeros((0, 0), dtype=np.float32)
-        out = np.ascontiguousarray(np.concatenate(outs, axis=0))
-        return _check_declared_dim(out, self.declared_dim, self.dataset)
+        return _gathered(outs, self.declared_dim, self.dataset)
 
 
 class RandomProjectionEmbedder:
