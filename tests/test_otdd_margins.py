@@ -17,19 +17,9 @@ from scipy.optimize import linear_sum_assignment
 import otaudit
 from otaudit.dataset_distance.cost import label_costs
 from otaudit.dataset_distance.stats import dataset_stats, gaussian_table
+from tests.oracles import _mp_stats
 
-mp.mp.dps = 60
-
-
-def _mp_stats(P: np.ndarray):
-    n, d = P.shape
-    rows = [[mp.mpf(float(v)) for v in r] for r in P]
-    mu = [mp.fsum(r[k] for r in rows) / n for k in range(d)]
-    S = mp.matrix(d, d)
-    for i in range(d):
-        for j in range(d):
-            S[i, j] = mp.fsum((r[i] - mu[i]) * (r[j] - mu[j]) for r in rows) / (n - 1)
-    return mu, S
+mp.mp.dps = 60  # tests.oracles._mp_stats runs at the global precision
 
 
 def _mp_gauss_w2(P: np.ndarray, Q: np.ndarray) -> mp.mpf:
