@@ -4,6 +4,7 @@ harness, Dask LocalCluster). Threads are pinned: these machines have 2 cores."""
 from __future__ import annotations
 
 import os
+import signal
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -27,6 +28,15 @@ torch.set_num_threads(1)
 _werkzeug = logging.getLogger("werkzeug")
 _werkzeug.setLevel(logging.WARNING)
 _werkzeug.addHandler(logging.StreamHandler(sys.__stderr__))
+
+
+# A test run started as a background job (``cmd &`` in a non-interactive shell, some CI
+# runners) inherits SIGINT *ignored*, and an ignored signal stays ignored across exec: the
+# interrupt tests' child processes would then never see the SIGINT they are sent (otaudit
+# deliberately leaves an inherited SIG_IGN alone). Python's own handler is reset to the
+# default action on exec, so installing it here gives every child SIGINT's default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
