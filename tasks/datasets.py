@@ -92,8 +92,8 @@ def prepare_dataset(spec: Any, plan: AuditPlan) -> DatasetRef | DatasetFailure:
     try:
         worker_device("auto")  # on a CUDA worker: its own GPU becomes current (device: auto)
         progress = _progress_logger(spec.name)
-        with shard_executor() as executor:  # shards as Dask tasks, not Prefect tasks
-            return _prepare(spec, plan, executor=executor, progress=progress)
+        # shards as Dask tasks (not Prefect tasks), when there are >= 2 to embed
+        return _prepare(spec, plan, shard_pool=shard_executor, progress=progress)
     except Exception as e:  # noqa: BLE001 - recorded in the report with its reason
         if reraise_for_retry(e):
             raise

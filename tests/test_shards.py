@@ -327,3 +327,38 @@ def test_shard_moments_group_labels_like_row_by_row(labels):
         assert got[key].count == want.count
         assert np.array_equal(got[key].mean, want.mean)
         assert np.array_equal(got[key].comoment, want.comoment)
+
+
+def test_shard_pool_is_entered_only_for_two_or_more_shards_to_embed(tmp_path):
+    """The per-dataset task's pool (which secedes the task and queues Dask futures) is
+    opened only when there are >= 2 shards to embed: not for a one-shard dataset, not on a
+    cache hit; the results equal the serial path's either way."""
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from otaudit.audit.prepare import prepare_dataset
+
+    entered: list[str] = []
+
+    def pool_for(name):
+        @contextlib.contextmanager
+        def pool():
+            entered.append(name)
+            with ThreadPoolExecutor(2) as ex:
+                yield ex
+
+        return pool
+
+    plan = _plan(tmp_path, "pool")  # two datasets of 4 shards each
+    refs = [prepare_dataset(s, plan, shard_pool=pool_for(s.name)) for s in plan.manifest.datasets]
+    assert entered == ["a", "b"]
+    again = [prepare_dataset(s, plan, shard_pool=pool_for(s.name)) for s in plan.manifest.datasets]
+    assert entered == ["a", "b"] and all(r.cache_hit for r in again)  # hits: no pool
+    assert [r.stats_key for r in again] == [r.stats_key for r in refs]
+    rng = np.random.default_rng(8)
+    one = write_dataset_parquet(
+        str(tmp_path / "one"), "c", rng.normal(size=(50, 3)), rng.integers(0, 2, 50)
+    )
+    spec = DatasetSpec.model_validate({"name": "c", "uri": one, "label": "label"})
+    ref = prepare_dataset(spec, plan, shard_pool=pool_for("c"))
+    assert entered == ["a", "b"] and ref.n_rows == 50  # one shard: embedded in place

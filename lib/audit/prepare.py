@@ -8,6 +8,7 @@ failure into a :class:`DatasetFailure`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -97,6 +98,7 @@ def prepare_dataset(
     *,
     executor: Executor | None = None,
     progress: Callable[[int, int], None] | None = None,
+    shard_pool: Callable[[], Any] | None = None,
 ) -> DatasetRef:
     """Fingerprint, embed (shard by shard) and summarise ONE dataset, through the cache.
 
@@ -105,7 +107,11 @@ def prepare_dataset(
     (:func:`otaudit.data.embedding.embed_dataset_sharded`): submitted to ``executor`` (the
     Dask cluster's, from the per-dataset task) or run in this process when None — the same
     bytes either way — each cached on its own, so a re-run re-embeds only changed shards.
-    ``progress(done, total)`` is called as shards finish. The per-class counts, means and
+    ``progress(done, total)`` is called as shards finish. ``shard_pool``: instead of
+    ``executor``, a factory of a context manager yielding one (the per-dataset task's
+    :func:`otaudit.tasks.datasets.shard_executor`), entered only when there are shards to
+    embed and at least two of them: a cache hit or a one-shard dataset never secedes its
+    task nor queues a Dask future behind the other datasets' work. The per-class counts, means and
     co-moment matrices are merged from the shards' partial moments (stored with the
     statistics as ``moment_*``); :class:`DatasetStats` keeps its order-free means and
     covariances from the gathered points, which the OT needs whole anyway.
@@ -132,17 +138,19 @@ def prepare_dataset(
         arrays = cache.get_arrays("emb", emb_key, check_emb) if plan.use_cache else None
         device = None
         if arrays is None:
-            e = embed_dataset_sharded(
-                spec,
-                so,
-                plan.manifest.shard_rows,
-                cache,
-                embedder_id,
-                info.fingerprint,
-                executor=executor,
-                progress=progress,
-                use_cache=plan.use_cache,
-            )
+            pooled = shard_pool is not None and len(info.shard_sizes) >= 2
+            with shard_pool() if pooled else contextlib.nullcontext(executor) as ex:
+                e = embed_dataset_sharded(
+                    spec,
+                    so,
+                    plan.manifest.shard_rows,
+                    cache,
+                    embedder_id,
+                    info.fingerprint,
+                    executor=ex,
+                    progress=progress,
+                    use_cache=plan.use_cache,
+                )
             X, y, read_s, embed_s, device = e.X, e.y, e.read_seconds, e.embed_seconds, e.device
             moments = e.moments
             payload = {"X": X} if y is None else {"X": X, "y": y}
