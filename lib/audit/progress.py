@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import config
+from ..core.result import relative_gap
 
 __all__ = ["PROGRESS_MEASURES", "ProgressRecord", "SolveProgress", "format_interval"]
 
@@ -35,18 +36,10 @@ def format_interval(lower: float, upper: float, digits: int | None = None) -> st
     """``[lower, upper]`` with enough significant digits that a narrow interval's two ends
     differ (``config.DISPLAY_DIGITS`` plus the decades of the relative gap, at most 12)."""
     base = config.DISPLAY_DIGITS if digits is None else digits
-    gap = _gap_rel(lower, upper)
+    gap = relative_gap(lower, upper)
     extra = 0 if gap == 0 or not math.isfinite(gap) else max(0, math.ceil(-math.log10(gap)))
     d = min(12, base + extra)
     return f"[{lower:.{d}g}, {upper:.{d}g}]"
-
-
-def _gap_rel(lower: float, upper: float) -> float:
-    if upper == lower:
-        return 0.0
-    if not math.isfinite(upper) or upper <= 0:
-        return math.inf
-    return (upper - lower) / upper
 
 
 @dataclass(frozen=True)
@@ -64,7 +57,7 @@ class ProgressRecord:
     @property
     def gap_rel(self) -> float:
         """``(upper - lower) / upper`` (0 when closed, inf without a finite upper bound)."""
-        return _gap_rel(self.lower, self.upper)
+        return relative_gap(self.lower, self.upper)
 
     @property
     def percent(self) -> float:

@@ -22,7 +22,7 @@ from ..errors import InputError
 from . import parallel
 from .arrays import as_weights
 from .costs import GroundCost
-from .result import OTResult
+from .result import OTResult, relative_gap
 from .sparse import SparseOT
 
 __all__ = ["anytime_bounds", "check_anytime_knobs", "sparse_ot", "STARTS"]
@@ -64,14 +64,6 @@ def check_anytime_knobs(target_gap: Any, time_limit: Any, progress: Any) -> None
             field="progress",
             fix="pass a function such as lambda r, lo, up: print(r, lo, up)",
         )
-
-
-def _rel(lo: float, up: float) -> float:
-    if up == lo:
-        return 0.0
-    if not math.isfinite(up) or up <= 0:
-        return math.inf
-    return (up - lo) / up
 
 
 def _round_info(r: Any) -> dict[str, Any]:
@@ -186,7 +178,7 @@ def anytime_bounds(
                 max_rounds = min(max_rounds, max(0, int(budget) - mb.n_solves))
         sp: SparseOT | None = None
         optimal = False
-        while _rel(lo, up) > target and rnd < max_rounds and (rnd == 0 or time_left()):
+        while relative_gap(lo, up) > target and rnd < max_rounds and (rnd == 0 or time_left()):
             if start == "minibatch" and not time_left():
                 break
             if sp is None:
@@ -203,10 +195,10 @@ def anytime_bounds(
         if start == "minibatch" and sp is None:
             # no sparse round ran: the mini-batch result itself (its ``lower="none"`` and its
             # block solves' convergence stand); whether the target was met is in ``extra``
-            return _minibatch_only(mb, history, float(target_gap), _rel(lo, up) <= target)
+            return _minibatch_only(mb, history, float(target_gap), relative_gap(lo, up) <= target)
         if sp is not None:
             methods.append("sparse")
-        gap = _rel(lo, up)
+        gap = relative_gap(lo, up)
         converged = gap <= target
         extra.update(
             history=history,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OTResult", "KINDS", "distance_of"]
+__all__ = ["OTResult", "KINDS", "distance_of", "relative_gap"]
 
 KINDS = ("exact", "bracketed", "estimate")
 
@@ -20,6 +20,16 @@ def distance_of(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return np.sqrt(np.maximum(value, 0.0))
     return math.sqrt(max(float(value), 0.0))
+
+
+def relative_gap(lower: float, upper: float) -> float:
+    """``(upper - lower) / upper`` of an interval: 0 when its ends are equal (also both 0),
+    inf when ``upper`` is not a positive finite number (:attr:`OTResult.gap_rel`)."""
+    if upper == lower:
+        return 0.0
+    if not math.isfinite(upper) or upper <= 0:
+        return math.inf
+    return (upper - lower) / upper
 
 
 @dataclass(frozen=True)
@@ -81,11 +91,7 @@ class OTResult:
     @property
     def gap_rel(self) -> float:
         """``(upper - lower) / upper``; 0 for an exact solve, 0 when both are 0."""
-        if self.upper == self.lower:
-            return 0.0
-        if not math.isfinite(self.upper) or self.upper <= 0:
-            return math.inf
-        return (self.upper - self.lower) / self.upper
+        return relative_gap(self.lower, self.upper)
 
     def replace(self, **changes: Any) -> OTResult:
         if "certified" in changes and not {"lower_certified", "upper_certified"} & set(changes):
