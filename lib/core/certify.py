@@ -172,6 +172,17 @@ def gamma(k: int, u: float = U64) -> float:
     return k * u / (1.0 - k * u)
 
 
+def abs_error_mass(cost: Any, a: Any) -> float:
+    """``max_abs_error * sum(a)`` for a cost that states an absolute evaluation error
+    (``OTDDCost``: the label-table margins of issue 13), else 0: how far any dual objective
+    or plan cost of total mass ``sum(a)`` can move between the evaluated and the real
+    costs."""
+    mae = getattr(cost, "max_abs_error", None)
+    if not callable(mae):
+        return 0.0
+    return float(mae()) * float(a.sum()) * (1.0 + (a.numel() + 4) * U64)
+
+
 def certified_upper_support(cost, px, qy, mass, a, b, ub: float) -> float:
     """Rigorous upper bound on OT from a sparse plan (rows ``px``, columns ``qy``, masses
     ``mass``) whose float64 cost was evaluated as ``ub``.

@@ -35,7 +35,7 @@ import torch
 from .. import config
 from ..errors import ConvergenceWarning, InputError
 from .arrays import as_weights
-from .certify import U64, certified_lower_of, cost_max, gamma
+from .certify import U64, abs_error_mass, certified_lower_of, cost_max, gamma
 from .costs import DenseCost, GroundCost, chunk_size, row_chunks
 from .result import OTResult
 
@@ -535,15 +535,14 @@ def _rounded_upper(
     # the upper bound was summed in float64 over n*m non-negative products per pass: inflate
     # by gamma_{n m + 8} (recursive summation bound, any order) and by the cost's stated
     # relative error (issue 13: no unchecked float sum in a certificate)
-    rel = getattr(cost, "rel_error", None)
-    rel = float(rel()) if callable(rel) else 0.0
+    rel_error = getattr(cost, "rel_error", None)
+    rel = float(rel_error()) if callable(rel_error) else 0.0
     N = n * m + 8
     out = upper * (1.0 + gamma(N)) * (1.0 + rel) * (1.0 + 4 * U64)
     # costs that state only an absolute error (OTDDCost: label-table margins): the plan has
     # mass sum(a) (rounded onto the marginals), each unit errs by at most max_abs_error
-    mae = getattr(cost, "max_abs_error", None)
-    if not callable(getattr(cost, "rel_error", None)) and callable(mae):
-        out += float(mae()) * float(a.sum()) * (1.0 + (n + 4) * U64)
+    if not callable(rel_error):
+        out += abs_error_mass(cost, a)
     return out
 
 

@@ -45,7 +45,7 @@ import torch
 from .. import config
 from ..errors import InputError, SolverError
 from .arrays import as_weights
-from .certify import U64, gamma
+from .certify import U64, abs_error_mass, gamma
 from .costs import GroundCost, SqEuclidean, c_transform, chunk_size, has_lower_block, row_chunks
 
 __all__ = [
@@ -164,16 +164,6 @@ def edge_costs(cost: GroundCost, I: np.ndarray, J: np.ndarray) -> np.ndarray:
         vals[lo:hi] = Cb[Is[lo:hi] - R.start, Js[lo:hi]]
     out[order] = vals
     return out
-
-
-def _abs_error_mass(cost: GroundCost, a: torch.Tensor) -> float:
-    """``max_abs_error * sum(a)`` for costs that state their evaluation error (OTDDCost:
-    the label-table margins of issue 13), else 0: the shift of any dual objective or plan
-    cost of total mass ``sum(a)`` between evaluated and real costs."""
-    mae = getattr(cost, "max_abs_error", None)
-    if not callable(mae):
-        return 0.0
-    return float(mae()) * float(a.sum()) * (1.0 + (a.numel() + 4) * U64)
 
 
 def _sq_euclidean_upper(
@@ -551,7 +541,7 @@ class SparseOT:
             )
             allowance += 4 * (d + 4) * U64 * r2
         else:
-            allowance += _abs_error_mass(cost, self.a)
+            allowance += abs_error_mass(cost, self.a)
         return max(val - allowance, 0.0) if math.isfinite(val) else 0.0
 
     # -- plan repair for rounded supplies --
@@ -620,7 +610,7 @@ class SparseOT:
         if isinstance(cost, SqEuclidean):
             upper = _sq_euclidean_upper(cost, Ip, Jp, P, cp, upper)
         else:
-            upper += _abs_error_mass(cost, self.a)
+            upper += abs_error_mass(cost, self.a)
         # --- duals: exact integer potentials of the restricted problem ---
         t_dual = time.perf_counter()
         d0 = None
