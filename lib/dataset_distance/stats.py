@@ -142,17 +142,16 @@ class DatasetStats:
             if self.covs is None or self.cov_sqrts is None:
                 raise ValueError("gaussian_margins needs class covariances")
             rid = float(self.params.get("ridge", config.GAUSSIAN_COV_RIDGE))
-            radii, hashes = [], []
-            known = self._cert.get("sorted_hashes")  # from dataset_stats, when built there
-            for k in range(self.n_classes):
-                p = self.class_points(k).to(torch.float64)
-                mu, S, R = self.means[k], self.covs[k], self.cov_sqrts[k]
-                radii.append(class_radius(p, mu, S, R, rid))
-                if known is None:
-                    hashes.append(content_hash(tensor_bytes(sort_rows(p))))
-            t = torch.tensor(radii, dtype=torch.float64, device=self.means.device)
-            self._cert["radii"] = t
-            self._cert["sorted_hashes"] = tuple(hashes) if known is None else known
+            pts = [self.class_points(k).to(torch.float64) for k in range(self.n_classes)]
+            radii = [
+                class_radius(p, self.means[k], self.covs[k], self.cov_sqrts[k], rid)
+                for k, p in enumerate(pts)
+            ]
+            self._cert["radii"] = torch.tensor(radii, dtype=torch.float64, device=self.means.device)
+            if "sorted_hashes" not in self._cert:  # dataset_stats hands them over when it can
+                self._cert["sorted_hashes"] = tuple(
+                    content_hash(tensor_bytes(sort_rows(p))) for p in pts
+                )
         return self._cert["radii"], self._cert["sorted_hashes"]
 
     def has_inner(self, inner: str) -> bool:
@@ -329,7 +328,7 @@ def dataset_stats(
         json.dumps([encode_label(c) for c in classes]).encode(),
     )
     spts = [sort_rows(p.to(torch.float64)) for p in pts]  # sorted once per class
-    sorted_hashes = tuple(content_hash(tensor_bytes(p)) for p in spts)
+    sorted_hashes: tuple[str, ...] | None = None  # for the Gaussian margins only
     means = torch.stack([ordered_mean(p, presorted=True) for p in spts])  # order-free (#13)
     covs = roots = self_g = self_ge = None
     self_e = None
@@ -345,6 +344,7 @@ def dataset_stats(
             )
         rid = config.GAUSSIAN_COV_RIDGE if ridge is None else float(ridge)
         covs = torch.stack([covariance(p, rid, presorted=True)[1] for p in spts])
+        sorted_hashes = tuple(content_hash(tensor_bytes(p)) for p in spts)
         roots = sqrtm_psd(covs)
         if ridge is not None:
             params["ridge"] = rid
@@ -390,7 +390,7 @@ def dataset_stats(
         self_gaussian_err=self_ge,
         params=params,
         _class_points=pts,
-        _cert={"sorted_hashes": sorted_hashes},
+        _cert={} if sorted_hashes is None else {"sorted_hashes": sorted_hashes},
     )
 
 
