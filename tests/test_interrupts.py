@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PO
 #: wait, which no signal interrupts).
 PROLOGUE = """
 import ctypes, os, signal, subprocess, sys, threading, time
-from otaudit.app.cli import _Signals
+from otaudit.app.interrupts import Signals
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(child.pid, flush=True)
@@ -87,7 +87,7 @@ def _one_line(err: str, name: str) -> str:
 
 
 BLOCKED_IN_C = """
-with _Signals(GRACE):
+with Signals(GRACE):
     print("ready", flush=True)
     libc.pthread_mutex_lock(mutex)  # blocked in C: Python's handler never runs
 print("not reached", flush=True)
@@ -130,7 +130,7 @@ def test_orderly_path_then_a_hung_exit_is_still_bounded():
     ends). The watcher outlives the block and ends the process by the deadline, exit 130,
     still one line (before, the watchdog stopped with the block: the exit hung)."""
     body = """
-    signals = _Signals(2.0)
+    signals = Signals(2.0)
     try:
         with signals:
             print("ready", flush=True)
@@ -155,7 +155,7 @@ def test_a_swallowed_interrupt_still_exits_with_the_signal():
     """A library swallows the KeyboardInterrupt (or turns it into another error) and the
     block ends normally: leaving the block raises Interrupted anyway (exit 143)."""
     body = """
-    signals = _Signals(30.0)
+    signals = Signals(30.0)
     try:
         with signals:
             print("ready", flush=True)
@@ -184,7 +184,7 @@ def test_without_an_interrupt_everything_is_restored():
     body = """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    with _Signals(5.0) as s:
+    with Signals(5.0) as s:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) == s._handle
         assert any(t.name == "otaudit-signals" for t in threading.enumerate())
@@ -215,7 +215,7 @@ def test_a_c_call_holding_the_gil_meets_the_kernel_alarm():
 
     body = """
     gil = ctypes.PyDLL(None)
-    with _Signals(1.0):
+    with Signals(1.0):
         print("ready", flush=True)
         try:
             while True:

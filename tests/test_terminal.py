@@ -129,10 +129,10 @@ def test_interrupt_watchdog_bounds_a_stuck_shutdown():
     res = _python(
         """
         import os, signal, threading, time
-        from otaudit.app.cli import _Signals
+        from otaudit.app.interrupts import Signals
         threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
         t0 = time.monotonic()
-        with _Signals(1.0):
+        with Signals(1.0):
             try:
                 while True:
                     time.sleep(0.05)

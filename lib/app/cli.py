@@ -27,7 +27,7 @@ from typing import Any
 
 import typer
 
-from otaudit.app.interrupts import Interrupted, Signals, current_flow_run_id
+from otaudit.app.interrupts import Signals
 
 __all__ = ["app", "main", "run_audit"]
 
@@ -280,13 +280,6 @@ def run_audit(
             raise
 
 
-# The interrupt machinery lives in otaudit.app.interrupts (standard library only); the
-# underscore names are the CLI's own (tests use them).
-_Interrupted = Interrupted
-_Signals = Signals
-_current_flow_run_id = current_flow_run_id
-
-
 @contextlib.contextmanager
 def _one_line_warnings() -> Any:
     """Inside the block, warnings reach the terminal as one line each:
@@ -343,7 +336,7 @@ def _run_cli(
     from otaudit.config import INTERRUPT_GRACE_S
     from otaudit.errors import OTAuditError
 
-    signals = _Signals(INTERRUPT_GRACE_S)  # before any child process exists
+    signals = Signals(INTERRUPT_GRACE_S)  # before any child process exists
     outcome: dict[str, Any] | None = None
     try:  # around the block: a signal while its handlers are restored is caught here too
         with _one_line_warnings(), signals:
