@@ -364,6 +364,23 @@ def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> R
     return read_run(store)
 
 
+def _read_parquet_bytes(data: bytes) -> pa.Table:
+    """One Parquet file held in memory, as a table.
+
+    The bytes are copied into Arrow-owned memory first. Read straight from a Python
+    ``bytes``, the last reference to it can be dropped by an Arrow pool thread after the
+    read returns; if the interpreter is finalizing by then, that thread's GIL request
+    ends it with ``pthread_exit`` inside a ``noexcept`` destructor, and the process
+    aborts at exit (SIGABRT, "terminate called without an active exception"; pyarrow
+    26, seen in ~3 % of ``otaudit report`` runs on a loaded machine; the core dump
+    shows ``arrow::py::PyBuffer::~PyBuffer`` on a pool thread). An Arrow-owned buffer
+    needs no GIL to free.
+    """
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return pq.ParquetFile(pa.BufferReader(sink.getvalue())).read()
+
+
 def read_run(store: Any) -> Report:
     """Read the complete run at ``store`` (a :class:`~otaudit.data.storage.Store` of a
     ``run=<id>`` prefix), verified against its ``_SUCCESS`` (:func:`verify_run`)."""
@@ -373,11 +390,8 @@ def read_run(store: Any) -> Report:
             "finished run"
         )
     verify_run(store)
-    # ParquetFile.read, not pq.read_table: on a buffer, read_table goes through the
-    # multi-threaded dataset layer, and with pyarrow 26 the process then aborted at exit
-    # ("terminate called without an active exception", SIGABRT) in 5-14 of 16 runs
-    pairs_raw = pq.ParquetFile(pa.BufferReader(store.read_bytes("pairs.parquet"))).read()
-    ds_raw = pq.ParquetFile(pa.BufferReader(store.read_bytes("datasets.parquet"))).read()
+    pairs_raw = _read_parquet_bytes(store.read_bytes("pairs.parquet"))
+    ds_raw = _read_parquet_bytes(store.read_bytes("datasets.parquet"))
     version = schema_version(pairs_raw)
     pairs = upgrade(pairs_raw, PAIRS_SCHEMA)
     datasets = upgrade(ds_raw, DATASETS_SCHEMA)
