@@ -18,7 +18,11 @@ does in an audit). Every sliced ``lower`` is checked to be <= the certified OTDD
 certified lower bound for the same lambdas).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_registry.py \
-        [--sizes 2,5,10,20,50] [--n-points 1000] [--out benchmarks/RESULTS_registry.md]
+        [--sizes 2,5,10,20,50] [--n-points 1000] [--out FILE]
+
+Prints the markdown; ``--out FILE`` also writes it there. There is no default file:
+``RESULTS_registry.md`` holds hand-written readings and re-runs beside the generated table,
+so a re-run is pasted in, not written over it.
 """
 
 from __future__ import annotations
@@ -148,7 +152,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="2,5,10,20,50")
     ap.add_argument("--n-points", type=int, default=1000)
     ap.add_argument("--pairwise-max", type=int, default=10)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "RESULTS_registry.md"))
+    ap.add_argument("--out", default=None, help="also write the markdown to this file")
     args = ap.parse_args()
     run_size(3, 200, 3)  # warm-up (first calls pay for lazy imports and allocations)
     rows = []
@@ -196,8 +200,9 @@ def main() -> None:
         + ").",
         "",
     ]
-    with open(args.out, "w") as fh:
-        fh.write("\n".join(doc))
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write("\n".join(doc))
     print("\n".join(doc))
 
 
