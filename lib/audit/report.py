@@ -320,11 +320,18 @@ def verify_run(store: Any) -> dict[str, Any]:
         StorageError: ``incomplete or corrupt run: <file> (size/hash mismatch); re-run the
             audit`` (also for a missing file or an unreadable marker).
     """
+    return _verified_files(store)[0]
+
+
+def _verified_files(store: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """:func:`verify_run`'s marker, and the bytes of every file it verified (read once:
+    :func:`read_run` parses these instead of fetching them again)."""
     try:
         marker = json.loads(store.read_bytes(SUCCESS) or b"{}")
     except ValueError:
         raise _corrupt(SUCCESS, "unreadable marker") from None
     files = marker.get("files", {}) if isinstance(marker, dict) else {}
+    read: dict[str, bytes] = {}
     for name, spec in sorted(files.items()):
         size, digest = (
             (spec, None) if isinstance(spec, int) else (spec.get("size"), spec.get("sha256"))
@@ -337,7 +344,8 @@ def verify_run(store: Any) -> dict[str, Any]:
             raise _corrupt(name, f"size mismatch: {len(data)} bytes, {SUCCESS} says {size}")
         if digest is not None and hashlib.sha256(data).hexdigest() != digest:
             raise _corrupt(name, "hash mismatch")
-    return marker if isinstance(marker, dict) else {}
+        read[name] = data
+    return (marker if isinstance(marker, dict) else {}), read
 
 
 def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> Report:
@@ -389,13 +397,17 @@ def read_run(store: Any) -> Report:
             f"no complete otaudit report at {store.uri!r} (no {SUCCESS} marker); fix: pass a "
             "finished run"
         )
-    verify_run(store)
-    pairs_raw = _read_parquet_bytes(store.read_bytes("pairs.parquet"))
-    ds_raw = _read_parquet_bytes(store.read_bytes("datasets.parquet"))
+    verified = _verified_files(store)[1]
+
+    def data(name: str) -> bytes:  # a marker of an older writer lists no files
+        return verified[name] if name in verified else store.read_bytes(name)
+
+    pairs_raw = _read_parquet_bytes(data("pairs.parquet"))
+    ds_raw = _read_parquet_bytes(data("datasets.parquet"))
     version = schema_version(pairs_raw)
     pairs = upgrade(pairs_raw, PAIRS_SCHEMA)
     datasets = upgrade(ds_raw, DATASETS_SCHEMA)
-    summary = store.read_bytes("summary.md").decode("utf-8")
+    summary = data("summary.md").decode("utf-8")
     base = store.uri.rstrip("/").rsplit("/", 1)[-1]
     run_id = base[len("run=") :] if base.startswith("run=") else base
     return Report(
