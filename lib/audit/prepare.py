@@ -109,9 +109,10 @@ def prepare_dataset(
     bytes either way — each cached on its own, so a re-run re-embeds only changed shards.
     ``progress(done, total)`` is called as shards finish. ``shard_pool``: instead of
     ``executor``, a factory of a context manager yielding one (the per-dataset task's
-    :func:`otaudit.tasks.datasets.shard_executor`), entered only when there are shards to
-    embed and at least two of them: a cache hit or a one-shard dataset never secedes its
-    task nor queues a Dask future behind the other datasets' work. The per-class counts, means and
+    :func:`otaudit.tasks.datasets.shard_executor`), entered only when the whole embedding is
+    not cached and the dataset has at least two shards (some may still be cached shard by
+    shard): a cache hit or a one-shard dataset never secedes its task nor queues a Dask
+    future behind the other datasets' work. The per-class counts, means and
     co-moment matrices are merged from the shards' partial moments (stored with the
     statistics as ``moment_*``); :class:`DatasetStats` keeps its order-free means and
     covariances from the gathered points, which the OT needs whole anyway.
