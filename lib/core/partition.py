@@ -120,14 +120,22 @@ def kmeans(
     n_iter: int = 8,
     *,
     init: str = "random",
+    nearest: str = "matmul",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted Lloyd's k-means, float64 — the one k-means of otaudit (block partitions,
-    refinement groups, OTDD pseudo-labels).
+    refinement groups, OTDD pseudo-labels, the sparse route's coarse problem).
 
     ``init``: ``"random"`` (random distinct points as seeds: cheap, used by the partitions)
     or ``"++"`` (weighted k-means++ seeding drawn from ``gen``: used for pseudo-labels).
+    ``nearest``: how each point finds its nearest centroid: ``"matmul"`` (blocks of the
+    ``[n, k]`` distances by the norm expansion) or ``"kdtree"`` (scipy's ``cKDTree``, exact
+    distances; for low dimensions and many centroids: 50 000 points, 5 000 centroids in 2-d,
+    4 rounds: ~0.5 s against 14 s); the two differ only where two centroids are within
+    round-off of equally near.
     Returns ``(labels [n], centroids [k', d])`` with empty clusters removed (``k' <= k``).
     """
+    if nearest not in ("matmul", "kdtree"):
+        raise ValueError(f"nearest must be 'matmul' or 'kdtree', got {nearest!r}")
     n = Z.shape[0]
     k = max(1, min(k, n))
     Z = Z.to(torch.float64)
@@ -148,7 +156,12 @@ def kmeans(
     shared = None if pool is None else pool.share((Z, zn))
     for _ in range(n_iter):
         cn = (cent * cent).sum(1)
-        if pool is None:
+        if nearest == "kdtree":
+            from scipy.spatial import cKDTree
+
+            _, near = cKDTree(cent.cpu().numpy()).query(Z.cpu().numpy(), k=1)
+            lab = torch.from_numpy(near.astype("int64")).to(Z.device)
+        elif pool is None:
             for sl in tiles:
                 lab[sl] = _nearest(Z, zn, cent, cn, sl)
         else:  # the assignment chunks side by side (identical rows, identical labels)

@@ -44,9 +44,11 @@ import torch
 
 from .. import config
 from ..errors import InputError, SolverError
+from . import parallel
 from .arrays import as_weights
+from .candidates import first_pass, smallest_reduced, transform_neighbours
 from .certify import U64, abs_error_mass, gamma
-from .costs import GroundCost, SqEuclidean, c_transform, chunk_size, has_lower_block, row_chunks
+from .costs import GroundCost, SqEuclidean, c_transform, chunk_size, row_chunks
 
 __all__ = [
     "SparseOT",
@@ -186,54 +188,6 @@ def _sq_euclidean_upper(
     return out
 
 
-def smallest_reduced(
-    cost: GroundCost,
-    f: torch.Tensor,
-    g: torch.Tensor,
-    k: int,
-    *,
-    side: str,
-    subset: torch.Tensor | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each x (``side="x"``) or y (``side="y"``) of ``subset`` (None: all), the ``k``
-    partners of smallest reduced cost ``c - f - g`` (float32 blocks of ``lower_block`` when the
-    cost has one, float64 blocks otherwise; a candidate heuristic, not a certificate).
-    Memory: one ``[rows, m or n]`` block. Returns the edges ``(I, J)``."""
-    n_other = cost.m if side == "x" else cost.n
-    k = min(k, n_other)
-    idx = (
-        torch.arange(cost.n if side == "x" else cost.m, device=f.device)
-        if subset is None
-        else subset.to(f.device)
-    )
-    fast = has_lower_block(cost)
-    rows = chunk_size(n_other, itemsize=4 if fast else 8)
-    I_l, J_l = [], []
-    for s in range(0, idx.numel(), rows):
-        R = idx[s : s + rows]
-        if side == "x":
-            if fast:
-                B, _ = cost.lower_block(R, None, f[R], g)  # type: ignore[attr-defined]
-            else:
-                B = cost.block(R, None) - f[R, None] - g[None, :]
-        else:
-            if fast:
-                B, _ = cost.lower_block(None, R, f, g[R], transposed=True)  # type: ignore[attr-defined]
-            else:
-                B = (cost.block(None, R) - f[:, None] - g[None, R]).T
-        top = torch.topk(B, k, dim=1, largest=False).indices
-        own = R[:, None].expand(-1, k)
-        if side == "x":
-            I_l.append(own.flatten().cpu())
-            J_l.append(top.flatten().cpu())
-        else:
-            I_l.append(top.flatten().cpu())
-            J_l.append(own.flatten().cpu())
-    if not I_l:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return torch.cat(I_l).numpy().astype(np.int64), torch.cat(J_l).numpy().astype(np.int64)
-
-
 def initial_potentials(cost: GroundCost, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Starting potential ``f [n]`` on X. For :class:`SqEuclidean`: the dual potential of the
     Gaussian (affine Brenier) approximation, ``f(x) = |x|^2 - 2 psi(x)`` with
@@ -295,8 +249,9 @@ def coarse_potentials(
     gen = torch.Generator().manual_seed(int(seed))
     X = cost.X.to(torch.float64)
     Y = cost.Y.to(torch.float64)
-    lx, cx = kmeans(X, a, k, gen, n_iter=4)
-    ly, cy = kmeans(Y, b, k, gen, n_iter=4)
+    near = "kdtree" if X.shape[1] <= config.SPARSE_COARSE_MAX_DIM else "matmul"
+    lx, cx = kmeans(X, a, k, gen, n_iter=4, nearest=near)
+    ly, cy = kmeans(Y, b, k, gen, n_iter=4, nearest=near)
     alpha = torch.zeros(cx.shape[0], dtype=torch.float64, device=X.device).index_add_(0, lx, a)
     beta = torch.zeros(cy.shape[0], dtype=torch.float64, device=X.device).index_add_(0, ly, b)
     if max(cx.shape[0], cy.shape[0]) > config.SPARSE_COARSE_POINTS:
@@ -388,6 +343,7 @@ def residual_potentials(
         d = np.asarray(d0, dtype=np.int64).copy()
         active = np.arange(N, dtype=np.int64)
     rounds = 0
+    mark = np.zeros(N, dtype=bool)
     max_rounds = N + 1 if max_rounds is None else max_rounds
     while active.size:
         rounds += 1
@@ -407,7 +363,9 @@ def residual_potentials(
             break
         hd, cand = hd[better], cand[better]
         np.minimum.at(d, hd, cand)
-        active = np.unique(hd)
+        mark[hd] = True  # the improved nodes, in increasing order (as np.unique, no hashing)
+        active = np.flatnonzero(mark)
+        mark[active] = False
     return -d[:n], d[n:], True
 
 
@@ -483,7 +441,9 @@ class SparseOT:
     # -- edges --
     def _add_edges(self, I: np.ndarray, J: np.ndarray) -> int:
         new = np.unique(I.astype(np.int64) * self.cost.m + J.astype(np.int64))
-        new = new[~np.isin(new, self.keys, assume_unique=True)]
+        if self.keys.size:  # drop the edges already held (self.keys is sorted)
+            pos = np.searchsorted(self.keys, new).clip(max=self.keys.size - 1)
+            new = new[self.keys[pos] != new]
         if new.size == 0:
             return 0
         cn = edge_costs(self.cost, new // self.cost.m, new % self.cost.m)
@@ -504,17 +464,15 @@ class SparseOT:
             if fc is not None:
                 starts.append(fc)
         best = -math.inf
-        for f_try in starts:
+        for f_try in starts:  # one pass each: f^c and both sides' reduced-cost neighbours
             f_try = f_try.to(torch.float64).to(dev)
-            g_try = c_transform(cost, f_try, side="x", fast=True)
+            g_try, I_try, J_try = first_pass(cost, f_try, self.k)
             val = self._certified_dual(f_try, g_try)
             if val > best:
-                best, f, g = val, f_try, g_try
+                best, f, g, I, J = val, f_try, g_try, I_try, J_try
         self.start_lower = best  # certified dual objective of the start
         self.f, self.g = f, g  # warm start of the first round's dual search
-        for side in ("x", "y"):
-            I, J = smallest_reduced(cost, f, g, self.k, side=side)
-            self._add_edges(I, J)
+        self._add_edges(I, J)
         # backbone: a north-west corner plan along the leading principal direction keeps the
         # restricted problem feasible whatever the neighbour graph
         self._direction = _principal_direction(cost.features_x, cost.features_y)
@@ -631,7 +589,11 @@ class SparseOT:
         g_s = torch.from_numpy(gi.astype(np.float64) / s).to(dev)
         # --- pricing of every edge: c-transform over all x ---
         t_price = time.perf_counter()
-        g_c = c_transform(cost, f, side="x", fast=True)
+        near = None
+        if parallel.current() is None:  # one pass: pricing and the violating columns' edges
+            g_c, near = transform_neighbours(cost, f, self.k_add)
+        else:  # the installed executor runs the pricing; the few new edges stay in process
+            g_c = c_transform(cost, f, side="x", fast=True)
         lower = self._certified_dual(f, g_c)
         if self.n_rounds == 1:
             # the start's own pair (f0, f0^c) is dual feasible too: keep the better objective
@@ -640,7 +602,11 @@ class SparseOT:
         viol = ((g_c < g_s - tol) & (self.b > 0)).nonzero().flatten()
         added = 0
         if viol.numel():
-            Iv, Jv = smallest_reduced(cost, f, g_s, self.k_add, side="y", subset=viol)
+            if near is not None:  # the ranking of smallest_reduced(..., subset=viol)
+                Iv = near[viol].reshape(-1).cpu().numpy()
+                Jv = viol.cpu().numpy().repeat(near.shape[1])
+            else:
+                Iv, Jv = smallest_reduced(cost, f, g_s, self.k_add, side="y", subset=viol)
             added = self._add_edges(Iv, Jv)
         t_price = time.perf_counter() - t_price
         self.f, self.g, self.g_sparse = f, g_c, g_s
