@@ -162,6 +162,11 @@ TOPK_GROUP: int = 64
 #: 35.6 s; but +0.3-2 s with no gain on the 16-64-d families).
 SPARSE_COARSE_POINTS: int = 1000
 SPARSE_COARSE_MAX_DIM: int = 4
+#: Above SPARSE_COARSE_MAX_DIM, the multiscale start is added once, after a first round whose
+#: certified width exceeds this fraction (measured, 50k cluster_swap 16-d: 57.5 s in 10 rounds
+#: to 0.99 % without; the coarse start alone closed to 0.62 % in one round; families whose
+#: first round closes never pay for it: 50k softplus took 8.3 s without, 31 s with it).
+SPARSE_COARSE_RETRY_GAP: float = 0.02
 #: Coarse start: points per cluster (k = min(n, m) / ratio clusters per side); coarse problems
 #: with more than SPARSE_COARSE_POINTS clusters are solved by the sparse route itself
 #: (recursively, at most SPARSE_COARSE_ROUNDS rounds).
@@ -252,6 +257,7 @@ NUMERICS: tuple[str, ...] = (
     "TOPK_GROUP",
     "SPARSE_COARSE_POINTS",
     "SPARSE_COARSE_MAX_DIM",
+    "SPARSE_COARSE_RETRY_GAP",
     "SPARSE_COARSE_RATIO",
     "SPARSE_COARSE_ROUNDS",
     "SPARSE_COST_UNITS",
