@@ -102,6 +102,38 @@ def test_progress_is_in_the_data_units_when_ot_bounds_rescales():
     _monotone(calls)
 
 
+@pytest.mark.parametrize("max_exact", [None, 30])
+def test_otdd_reports_its_running_interval_on_otdd2(max_exact):
+    """``otdd(progress=)``: the outer sparse solve's rounds, never widening, ending at the
+    result's certified interval. ``max_exact=30``: the label table is bracketed (mini-batch
+    inner solves), so two outer solves run: the first reports ``(lower, inf)``, the second
+    keeps the first's final lower."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    rec: list[tuple[int, float, float]] = []
+    r = otaudit.otdd(
+        X[:600],
+        y[:600],
+        X[600:1200],
+        y[600:1200],
+        solver="sparse",
+        inner_options=None if max_exact is None else {"max_exact": max_exact},
+        progress=lambda k, lo, up: rec.append((k, lo, up)),
+    )
+    assert len(rec) >= 2
+    _monotone([(lo, up) for _, lo, up in rec])
+    assert [k for k, _, _ in rec] == sorted(k for k, _, _ in rec)
+    assert rec[-1][1] == pytest.approx(r.lower, rel=1e-12)
+    assert rec[-1][2] == pytest.approx(r.upper, rel=1e-12)
+    two_solves = len(r.extra["outer"]) > 1
+    assert two_solves == (max_exact is not None)
+    if two_solves:
+        assert rec[0][2] == float("inf")
+    rec_line = ProgressRecord("a~b", "otdd", rec[-1][0], rec[-1][1], rec[-1][2], 1.0)
+    assert "OTDD\u00b2 in [" in rec_line.line()
+
+
 def test_interval_display_separates_narrow_ends():
     assert format_interval(28.4216, 28.4219) != "[28.42, 28.42]"
     lo, up = format_interval(28.4216, 28.4219)[1:-1].split(", ")

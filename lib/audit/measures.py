@@ -153,7 +153,7 @@ def _compute_pair(
         p = dict(params)
         options = p.pop("options", {}) or {}
         sa, sb = load("stats", ra), load("stats", rb)
-        return otaudit.otdd_from_stats(sa, sb, **p, **options, executor=ex)
+        return otaudit.otdd_from_stats(sa, sb, **p, **options, executor=ex, progress=progress)
     if measure == "ot_bounds":
         return otaudit.ot_bounds(
             load("emb", ra), load("emb", rb), **params, progress=progress, executor=ex

@@ -27,9 +27,10 @@ __all__ = ["PROGRESS_MEASURES", "ProgressRecord", "SolveProgress", "format_inter
 log = logging.getLogger(__name__)
 
 #: The measures whose solve is anytime (rounds of a certified interval) and takes
-#: ``progress=``: ``ot_bounds`` (:func:`otaudit.ot_bounds`) and ``w2``
-#: (:func:`otaudit.solve_ot`); both intervals are on W2² (squared).
-PROGRESS_MEASURES = ("ot_bounds", "w2")
+#: ``progress=``: ``ot_bounds`` (:func:`otaudit.ot_bounds`), ``w2``
+#: (:func:`otaudit.solve_ot`), both on W2² (squared), and ``otdd``
+#: (:func:`otaudit.otdd_from_stats`: its outer solve), on OTDD² (squared).
+PROGRESS_MEASURES = ("ot_bounds", "w2", "otdd")
 
 
 def format_interval(lower: float, upper: float, digits: int | None = None) -> str:
@@ -45,7 +46,8 @@ def format_interval(lower: float, upper: float, digits: int | None = None) -> st
 @dataclass(frozen=True)
 class ProgressRecord:
     """The running certified interval of one pair's solve after ``round`` rounds,
-    ``seconds`` after the pair started. ``lower``/``upper`` bound W2² (squared)."""
+    ``seconds`` after the pair started. ``lower``/``upper`` bound W2² or OTDD² (squared,
+    :attr:`quantity`)."""
 
     pair: str
     measure: str
@@ -53,6 +55,11 @@ class ProgressRecord:
     lower: float
     upper: float
     seconds: float
+
+    @property
+    def quantity(self) -> str:
+        """What the interval bounds: ``OTDD²`` for ``otdd``, else ``W2²``."""
+        return "OTDD\u00b2" if self.measure == "otdd" else "W2\u00b2"
 
     @property
     def gap_rel(self) -> float:
@@ -75,7 +82,8 @@ class ProgressRecord:
         gap = self.gap_rel
         g = "inf" if not math.isfinite(gap) else f"{100 * gap:.{config.DISPLAY_DIGITS - 2}g}"
         return (
-            f"pair {self.pair} {self.measure}  W2\u00b2 in {format_interval(self.lower, self.upper)}"
+            f"pair {self.pair} {self.measure}  {self.quantity} in "
+            f"{format_interval(self.lower, self.upper)}"
             f"  gap {g} %  {self.seconds:.0f} s (round {self.round})"
         )
 

@@ -116,6 +116,7 @@ def otdd_from_stats(
     inner_options: dict[str, Any] | None = None,
     class_cache: dict[tuple[str, str, str], tuple[float, float, float, float]] | None = None,
     executor: Any = None,
+    progress: Any = None,
     **solver_options: Any,
 ) -> OTResult:
     """OTDD² between two datasets given their cached :class:`DatasetStats` (per-pair work).
@@ -132,6 +133,11 @@ def otdd_from_stats(
     ``executor``: passed to :func:`otaudit.solve_ot` for the outer problem(s) (mini-batch
     and sparse routes; :mod:`otaudit.core.parallel`); same numbers to the bit, not in
     ``params``.
+
+    ``progress``: ``progress(round, lower, upper)`` after every round of the outer anytime
+    solve (sparse or mini-batch routes), the running certified interval on OTDD². With a
+    bracketed label table (two outer solves) the first solve reports ``(lower, inf)`` and
+    the second ``(the first's final lower, upper)``, so the interval never widens.
     """
     t0 = time.perf_counter()
     _check_common(inner, solver, lambda_x, lambda_y)
@@ -186,16 +192,27 @@ def otdd_from_stats(
 
     err = table.error if ly > 0 else None
 
-    def outer(tab: torch.Tensor) -> OTResult:
+    def outer(tab: torch.Tensor, report: Any = None) -> OTResult:
         # the table's float margins enter every certificate (OTDDCost.max_abs_error/pair_cost)
         cost = OTDDCost(sa, sb, tab, lambda_x, ly, label_error=err)
-        return solve_ot(cost, solver=solver, executor=executor, **solver_options)
+        return solve_ot(cost, solver=solver, executor=executor, progress=report, **solver_options)
 
     if table.exact:
-        r = outer(table.value)
+        r = outer(table.value, progress)
         value, lower, upper, outer_results = r.value, r.lower, r.upper, [r]
     else:  # monotonicity of OT in the ground cost carries the inner bounds through
-        r_lo, r_hi = outer(table.lower), outer(table.upper)
+        rounds = [0]
+
+        def first(rnd: int, lo: float, up: float) -> None:  # bounds OTDD² from below only
+            rounds[0] = rnd
+            progress(rnd, lo, math.inf)
+
+        r_lo = outer(table.lower, first if progress is not None else None)
+
+        def second(rnd: int, lo: float, up: float) -> None:
+            progress(rounds[0] + rnd, r_lo.lower, up)
+
+        r_hi = outer(table.upper, second if progress is not None else None)
         outer_results = [r_lo, r_hi]
         if torch.equal(table.value, table.upper):
             r_val = r_hi
@@ -245,6 +262,7 @@ def otdd(
     names: tuple[str, str] = ("D1", "D2"),
     inner_options: dict[str, Any] | None = None,
     executor: Any = None,
+    progress: Any = None,
     **solver_options: Any,
 ) -> OTResult:
     """Optimal Transport Dataset Distance between ``(X1, y1)`` and ``(X2, y2)``.
@@ -264,6 +282,8 @@ def otdd(
             ``client.get_executor()``) for the outer solve's independent work
             (``solver="minibatch"`` or the sparse route); None: in process. Same result to
             the bit either way.
+        progress: ``progress(round, lower, upper)`` after every round of the outer anytime
+            solve: the running certified interval on OTDD² (:func:`otdd_from_stats`).
         **solver_options: passed to the outer solver (e.g. ``reg``, ``batch_size``).
 
     Returns:
@@ -296,6 +316,7 @@ def otdd(
         lambda_y=lambda_y,
         inner_options=inner_options,
         executor=executor,
+        progress=progress,
         **solver_options,
     )
     return r.replace(seconds=time.perf_counter() - t0)
