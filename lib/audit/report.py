@@ -47,6 +47,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..data.parquet import arrow_owned
 from ..data.secrets import redact_uri
 from ..data.storage import SUCCESS
 from ..errors import StorageError
@@ -373,20 +374,9 @@ def read_report(uri: str, storage_options: Mapping[str, Any] | None = None) -> R
 
 
 def _read_parquet_bytes(data: bytes) -> pa.Table:
-    """One Parquet file held in memory, as a table.
-
-    The bytes are copied into Arrow-owned memory first. Read straight from a Python
-    ``bytes``, the last reference to it can be dropped by an Arrow pool thread after the
-    read returns; if the interpreter is finalizing by then, that thread's GIL request
-    ends it with ``pthread_exit`` inside a ``noexcept`` destructor, and the process
-    aborts at exit (SIGABRT, "terminate called without an active exception"; pyarrow
-    26, seen in ~3 % of ``otaudit report`` runs on a loaded machine; the core dump
-    shows ``arrow::py::PyBuffer::~PyBuffer`` on a pool thread). An Arrow-owned buffer
-    needs no GIL to free.
-    """
-    sink = pa.BufferOutputStream()
-    sink.write(data)
-    return pq.ParquetFile(pa.BufferReader(sink.getvalue())).read()
+    """One Parquet file held in memory, as a table (read from Arrow-owned memory:
+    :func:`otaudit.data.parquet.arrow_owned` says why)."""
+    return pq.ParquetFile(pa.BufferReader(arrow_owned(data))).read()
 
 
 def read_run(store: Any) -> Report:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from .. import config
 from ..errors import InputError, StorageError
 from .manifest import DatasetSpec
+from .parquet import arrow_owned
 from .secrets import redact
 from .storage import Store, storage_errors
 
@@ -521,7 +522,7 @@ def _load_whole(store: Store, fmt: str, version: str) -> Any:
     if fmt == "npz":
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    return pacsv.read_csv(io.BytesIO(data))
+    return pacsv.read_csv(pa.BufferReader(arrow_owned(data)))  # not BytesIO: arrow_owned says why
 
 
 def _whole(spec: DatasetSpec, store: Store, fmt: str, entry: dict[str, Any]) -> Any:
