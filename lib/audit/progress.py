@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import config
 from ..core.result import relative_gap
+from .summary import squared_label
 
 __all__ = ["PROGRESS_MEASURES", "ProgressRecord", "SolveProgress", "format_interval"]
 
@@ -46,8 +47,8 @@ def format_interval(lower: float, upper: float, digits: int | None = None) -> st
 @dataclass(frozen=True)
 class ProgressRecord:
     """The running certified interval of one pair's solve after ``round`` rounds,
-    ``seconds`` after the pair started. ``lower``/``upper`` bound W2² or OTDD² (squared,
-    :attr:`quantity`)."""
+    ``seconds`` after the pair started. ``lower``/``upper`` bound W2² or OTDD² (squared:
+    :func:`otaudit.audit.summary.squared_label` names it)."""
 
     pair: str
     measure: str
@@ -55,11 +56,6 @@ class ProgressRecord:
     lower: float
     upper: float
     seconds: float
-
-    @property
-    def quantity(self) -> str:
-        """What the interval bounds: ``OTDD²`` for ``otdd``, else ``W2²``."""
-        return "OTDD\u00b2" if self.measure == "otdd" else "W2\u00b2"
 
     @property
     def gap_rel(self) -> float:
@@ -82,7 +78,7 @@ class ProgressRecord:
         gap = self.gap_rel
         g = "inf" if not math.isfinite(gap) else f"{100 * gap:.{config.DISPLAY_DIGITS - 2}g}"
         return (
-            f"pair {self.pair} {self.measure}  {self.quantity} in "
+            f"pair {self.pair} {self.measure}  {squared_label(self.measure)} in "
             f"{format_interval(self.lower, self.upper)}"
             f"  gap {g} %  {self.seconds:.0f} s (round {self.round})"
         )

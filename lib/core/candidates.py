@@ -6,12 +6,9 @@ small reduced cost ``c(x, y) - f(x) - g(y)``. Which edges are *candidates* is a 
 entries, so it is where a large problem spends its time. Three things keep the passes few and
 cheap:
 
-* :func:`otaudit.core.topk.smallest_k`: the exact ``k`` smallest entries of each row without a full
-  ``torch.topk`` over the row: the row is cut into groups of ``SPARSE_TOPK_GROUP`` columns;
-  the ``k`` smallest entries lie in the ``k`` groups of smallest minimum (each of them is at
-  most the ``k``-th smallest value, and ``k`` other groups with a smaller minimum would
-  give ``k + 1`` entries below it), so one cheap group minimum over the row and a top-k over
-  ``k`` groups' entries find them (~4x faster than ``torch.topk`` at 50 000 columns).
+* :func:`otaudit.core.topk.smallest_k`: the exact ``k`` smallest entries of each row from a
+  group minimum and a top-k over ``k`` groups (~4x faster than ``torch.topk`` at 50 000
+  columns; :mod:`otaudit.core.topk` says why it is exact);
 * the augmented float32 operands of a pass are prepared once
   (:meth:`otaudit.core.costs.SqEuclidean.lower_operands`), not once per block;
 * :func:`first_pass`: the first round's c-transform ``g = f^c`` and both sides' neighbour
@@ -23,7 +20,8 @@ cheap:
   recomputed for just those pairs afterwards.
 
 Memory: one ``[rows, n]`` block at a time, plus ``k`` float32 values per point and
-``k x rows`` per x in the recomputation (chunked over the x).
+``k x rows`` per x in the recomputation (``k x FAST_BLOCK_BYTES`` in all, ``rows`` being
+capped so that one block is at most ``FAST_BLOCK_BYTES``).
 """
 
 from __future__ import annotations

@@ -152,24 +152,26 @@ def kmeans(
     rows = chunk_size(k)
     tiles = list(row_chunks(n, rows))
     pool = parallel.current()
-    if pool is not None and (Z.device.type != "cpu" or len(tiles) < 2):
+    if pool is not None and (nearest == "kdtree" or Z.device.type != "cpu" or len(tiles) < 2):
         pool = None
     shared = None if pool is None else pool.share((Z, zn))
+    Z_np = Z.cpu().numpy() if nearest == "kdtree" else None
     for _ in range(n_iter):
-        cn = (cent * cent).sum(1)
-        if nearest == "kdtree":
+        if Z_np is not None:
             from scipy.spatial import cKDTree
 
-            _, near = cKDTree(cent.cpu().numpy()).query(Z.cpu().numpy(), k=1)
+            _, near = cKDTree(cent.cpu().numpy()).query(Z_np, k=1)
             lab = torch.from_numpy(near.astype("int64")).to(Z.device)
-        elif pool is None:
-            for sl in tiles:
-                lab[sl] = _nearest(Z, zn, cent, cn, sl)
-        else:  # the assignment chunks side by side (identical rows, identical labels)
-            chunks = parallel.chunked(tiles, pool.n_chunks(len(tiles)))
-            found = pool.map(_nearest_chunk, chunks, shared, cent, cn)
-            for sl, lab_sl in zip(tiles, found, strict=True):
-                lab[sl] = lab_sl
+        else:
+            cn = (cent * cent).sum(1)
+            if pool is None:
+                for sl in tiles:
+                    lab[sl] = _nearest(Z, zn, cent, cn, sl)
+            else:  # the assignment chunks side by side (identical rows, identical labels)
+                chunks = parallel.chunked(tiles, pool.n_chunks(len(tiles)))
+                found = pool.map(_nearest_chunk, chunks, shared, cent, cn)
+                for sl, lab_sl in zip(tiles, found, strict=True):
+                    lab[sl] = lab_sl
         s = torch.zeros(k, Z.shape[1], dtype=torch.float64, device=Z.device)
         s.index_add_(0, lab, Z * w[:, None])
         m = torch.zeros(k, dtype=torch.float64, device=Z.device).index_add_(0, lab, w)

@@ -475,8 +475,7 @@ class SparseOT:
             starts = [self.f0]
         else:  # affine (Gaussian) and coarse-LP potentials: keep the higher dual objective
             starts = [initial_potentials(cost, self.a, self.b)]
-            low_d = self._low_d
-            fc = coarse_potentials(cost, self.a, self.b) if low_d else None
+            fc = coarse_potentials(cost, self.a, self.b) if self._low_d else None
             if fc is not None:
                 starts.append(fc)
         best = -math.inf
