@@ -270,6 +270,35 @@ def test_otdd_cost_protocol_and_features():
     assert cost.features_x.shape == (30, 6) and cost.transpose().n == 20
 
 
+def test_otdd_block_label_term_is_bit_identical_to_the_gather(monkeypatch):
+    """The one-hot matmul adds each label entry with one rounding, as ``C + ly T[ci][:, cj]``
+    does: the same bits (both branches: the matmul up to _ONEHOT_MAX_CLASSES classes, the
+    gather beyond), for blocks, index sets and the sub-cost a worker gets."""
+    from otaudit.core.costs import sq_euclidean
+    from otaudit.dataset_distance import cost as cost_mod
+
+    X1, y1 = _blobs(3, 40)
+    X2, y2 = _blobs(4, 30, shift=1.0)
+    sa, sb = dataset_stats(X1, y1, inner="exact"), dataset_stats(X2, y2, inner="exact")
+    T = label_costs(sa, sb, inner="exact").value
+    for lx, ly in ((1.0, 1.0), (2.0, 0.3), (0.7, 0.0)):
+        c = OTDDCost(sa, sb, T, lambda_x=lx, lambda_y=ly)
+        for I, J in ((None, None), (torch.tensor([5, 0, 17, 17]), slice(3, 21))):
+            Xi = sa.features if I is None else sa.features[I]
+            Yj = sb.features if J is None else sb.features[J]
+            ci = sa.codes if I is None else sa.codes[I]
+            cj = sb.codes if J is None else sb.codes[J]
+            ref = sq_euclidean(Xi, Yj)
+            ref = lx * ref if lx != 1.0 else ref
+            ref = ref + ly * c.table[ci][:, cj] if ly != 0.0 else ref
+            assert torch.equal(c.block(I, J), ref)
+            monkeypatch.setattr(cost_mod, "_ONEHOT_MAX_CLASSES", 0)  # the gather branch
+            assert torch.equal(c.block(I, J), ref)
+            monkeypatch.setattr(cost_mod, "_ONEHOT_MAX_CLASSES", 128)
+        I, J = torch.tensor([1, 2, 39]), torch.tensor([0, 29])
+        assert torch.equal(c.sub(I, J).block(None, None), c.block(I, J))
+
+
 def test_unlabeled_and_pseudo_labels():
     X1, _ = _blobs(4, 40)
     X2, _ = _blobs(5, 30, shift=1.0)
