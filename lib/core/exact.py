@@ -121,8 +121,7 @@ def _check(a, b, Cs, P, f, g, cmax: float, nz=None):
     if fm.size and Cm.shape[1] and np.all(np.isfinite(fm)):
         g2 = g.copy()
         f2 = f.copy()
-        gm = (Cm - fm[:, None]).min(0)
-        fm2 = (Cm - gm[None, :]).min(1)
+        gm, fm2 = _double_c_transform(Cm, fm)
         if all_pos:
             g2, f2 = gm, fm2
         else:
@@ -134,6 +133,27 @@ def _check(a, b, Cs, P, f, g, cmax: float, nz=None):
         f2, g2 = f, g
         lower = -math.inf
     return lower, upper, f2, g2
+
+
+def _double_c_transform(C: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``g = min_i (C_ij - f_i)`` and ``f' = min_j (C_ij - g_j)``, in row chunks of
+    ``config.COST_BLOCK_BYTES`` through one reused buffer: the same numbers as the whole-matrix
+    expressions (each entry is the same single subtraction; minima are exact), without two
+    ``[n, m]`` temporaries (page faults alone cost 0.5 s per 200 MB here)."""
+    n, m = C.shape
+    rows = max(1, int(config.COST_BLOCK_BYTES // max(1, 8 * m)))
+    buf = np.empty((min(rows, n), m))
+    g = np.full(m, np.inf)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        blk = np.subtract(C[r0:r1], f[r0:r1, None], out=buf[: r1 - r0])
+        np.minimum(g, blk.min(0), out=g)
+    f2 = np.empty(n)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        blk = np.subtract(C[r0:r1], g[None, :], out=buf[: r1 - r0])
+        f2[r0:r1] = blk.min(1)
+    return g, f2
 
 
 def _tree_duals(P: np.ndarray, Cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +190,9 @@ def _tree_duals(P: np.ndarray, Cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.nan_to_num(f), np.nan_to_num(g)
 
 
-def emd(a, b, C, *, max_iter: int | None = None, verify: bool = True) -> ExactSolution:
+def emd(
+    a, b, C, *, max_iter: int | None = None, verify: bool = True, overwrite: bool = False
+) -> ExactSolution:
     """Solve ``min <P, C>`` over couplings of ``a [n]`` and ``b [m]`` exactly, with a
     verified certificate ``lower <= OT <= upper`` (see the module docstring).
 
@@ -178,6 +200,11 @@ def emd(a, b, C, *, max_iter: int | None = None, verify: bool = True) -> ExactSo
     mini-batch block LPs, whose duals :func:`otaudit.core.minibatch.lower.certify_lower`
     re-certifies and whose plans the final upper bound re-evaluates rigorously): rescale
     and solve only; ``lower = -inf``, ``upper = inf``, ``cost`` = the plan's float64 cost.
+
+    ``overwrite=True`` (callers that pass a freshly evaluated cost they do not reuse): ``C``
+    is rescaled in place instead of copied (a 200 MB copy took 0.5 s at 5 000 x 5 000, mostly
+    page faults) and its contents are undefined afterwards. The interval is the same: it is
+    verified on the rescaled cost either way.
 
     Raises SolverError if the network simplex stops before optimality (never returns a
     silently suboptimal "exact" value) and InputError on weights that cannot be normalised
@@ -208,11 +235,12 @@ def emd(a, b, C, *, max_iter: int | None = None, verify: bool = True) -> ExactSo
         max_iter = max(config.EMD_MIN_MAX_ITER, config.EMD_MAX_ITER_PER_ENTRY * n * m)
     cabs = max(float(C.max()), -float(C.min())) if C.size else 0.0
     s = pow2_scale(cabs)
-    Cs = C * s
+    overwrite = overwrite and C.flags.writeable
+    Cs = np.multiply(C, s, out=C) if overwrite else C * s
     cmax = cabs * s
     P, f, g = _pot(a, b, Cs, max_iter, n, m)
     if not verify:
-        cost = float(np.sum(P * C))
+        cost = float(np.sum(P * Cs)) / s if overwrite else float(np.sum(P * C))
         return ExactSolution(cost=cost, plan=P, f=f / s, g=g / s, scale=s)
     nz = np.nonzero(P)
     lower, upper, f, g = _check(a, b, Cs, P, f, g, cmax, nz)
@@ -239,7 +267,11 @@ def emd(a, b, C, *, max_iter: int | None = None, verify: bool = True) -> ExactSo
     if not (lower <= upper):  # both are verified; equal up to their margins
         lower = min(lower, upper)
     ii, jj = nz
-    cost = math.fsum((P[ii, jj] * C[ii, jj]).ravel()) if ii.size else 0.0
+    # the plan's float64 cost on the unscaled entries (overwritten: Cs / s, exact for a power
+    # of two s unless an entry underflowed in the rescaling; the value is clamped into the
+    # certified interval below either way)
+    Cu = (Cs[ii, jj] / s) if overwrite else C[ii, jj]
+    cost = math.fsum((P[ii, jj] * Cu).ravel()) if ii.size else 0.0
     lo, up = lower / s, upper / s
     if lo != 0.0 and abs(lo) < 2.0**-1022:
         lo = math.nextafter(lo, -math.inf)

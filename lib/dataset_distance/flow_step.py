@@ -85,7 +85,7 @@ def outer_solve(
     if setup.solver == "exact":
         a = torch.full((cost.n,), 1.0 / cost.n, dtype=torch.float64)
         b = torch.full((cost.m,), 1.0 / cost.m, dtype=torch.float64)
-        sol = emd(a, b, cost.block(None, None), **setup.options)
+        sol = emd(a, b, cost.block(None, None), overwrite=True, **setup.options)
         r, c = np.nonzero(sol.plan)
         plan = Plan(
             torch.from_numpy(r.astype(np.int64)).to(dev),
