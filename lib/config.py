@@ -184,17 +184,23 @@ SPARSE_SUPPLY_UNITS: int = 2**30
 #: and the fitted time models (seconds; benchmarks/RESULTS_generalize.md, "route model").
 EXACT_MEMORY_BYTES: int = 4 * 2**30
 EXACT_BYTES_PER_ENTRY: int = 40
-#: exact: ``C (n m)^P`` through the *fastest* family's ot.emd2 times (3k: 0.32 s, student_t;
-#: 10k: 18.7 s, student_t); sparse: ``C0 + C1 n m (d + D0) + C2 (n + m)`` through the
-#: *slowest* family's sparse times (10k: 14.8 s, student_t 64-d; 3k: 1.2 s, weights_real), so
-#: auto leaves the dense LP only where the sparse route's worst case beats the LP's best
-#: case (crossover ~7k points per side at 32-d; benchmarks/RESULTS_generalize.md).
-ROUTE_EXACT_C: float = 5.6e-13
-ROUTE_EXACT_P: float = 1.69
-ROUTE_SPARSE_C0: float = 0.066
-ROUTE_SPARSE_C1: float = 1.15e-9
-ROUTE_SPARSE_D0: int = 64
+#: exact: ``C (n m)^P`` through the *median* family's ``exact_ot`` times (what auto runs:
+#: the verified LP) at 1k-10k points per side; sparse (to certified optimality):
+#: ``C0 + C1 n m (d + D0) + C2 (n + m) + C3 d^3`` (C3: the Gaussian start's d x d
+#: eigendecompositions, 0.35 s at 768-d), near the slower families' times; the sparse route
+#: is taken only when predicted ``ROUTE_SPARSE_SAFETY`` times cheaper. Refitted 2026-12-03 on
+#: the 2-core Xeon (benchmarks/RESULTS_generalize.md, "route model, session 9"): sparse from
+#: ~1.5k points per side up to 256-d, from ~4k at 768-d; the 2026-11 fit (through the
+#: fastest LP and the slowest sparse family, AMD EPYC) kept the LP to ~7k although the sparse
+#: route was 2-10x faster from 2k on every family below 768-d.
+ROUTE_EXACT_C: float = 2.8e-9
+ROUTE_EXACT_P: float = 1.25
+ROUTE_SPARSE_C0: float = 0.04
+ROUTE_SPARSE_C1: float = 9.3e-11
+ROUTE_SPARSE_D0: int = 200
 ROUTE_SPARSE_C2: float = 0.0
+ROUTE_SPARSE_C3: float = 7.7e-10
+ROUTE_SPARSE_SAFETY: float = 1.5
 #: Budget of one exact label table (otaudit.dataset_distance.labels.exact_table): at most
 #: this many inner OT solves (K(K-1)/2 within a dataset of K classes, Ka*Kb across two).
 #: Above it the table fails fast with an InputError naming the cheaper routes (inner:
@@ -271,6 +277,8 @@ NUMERICS: tuple[str, ...] = (
     "ROUTE_SPARSE_C1",
     "ROUTE_SPARSE_D0",
     "ROUTE_SPARSE_C2",
+    "ROUTE_SPARSE_C3",
+    "ROUTE_SPARSE_SAFETY",
     "LABEL_TABLE_MAX_SOLVES",
     "LABEL_TABLE_PROGRESS_S",
 )

@@ -102,6 +102,42 @@ def test_auto_route_small_is_exact_and_large_is_sparse():
     assert res.gap_rel <= 1e-9  # either route returns the exact answer
 
 
+def test_auto_is_exact_wherever_the_dense_lp_fits_on_either_route(monkeypatch):
+    """Where the dense LP fits, auto answers exactly: when the cost model picks the sparse
+    route there it runs to certified optimality (target_gap 0), even if a looser target was
+    asked; the answer equals POT's LP to the sparse route's resolution (1e-9 relative)."""
+    from otaudit.core import routes
+
+    p = make("clusters", 1200, seed=2)
+    monkeypatch.setattr(config, "ROUTE_SPARSE_SAFETY", 1e-9)  # force the sparse route
+    assert routes.exact_route(1200, 1200, 32) == "sparse" and routes.dense_fits(1200, 1200)
+    res = otaudit.ot_bounds(p.X, p.Y, target_gap=0.2)
+    assert res.method == "sparse" and res.params["target_gap"] == 0.0
+    assert res.gap_rel <= 1e-9 and res.extra["certified_optimal"]
+    C = ot.dist(p.X, p.Y)
+    s = 2.0 ** -np.floor(np.log2(C.max()))
+    exact = float(ot.emd2(np.full(1200, 1 / 1200), np.full(1200, 1 / 1200), C * s)) / s
+    assert res.lower <= exact * (1 + 1e-12) and exact <= res.upper * (1 + 1e-12)
+    sol = otaudit.solve_ot(_cost(p), target_gap=0.2)  # solve_ot's auto does the same
+    assert sol.method == "sparse" and sol.gap_rel <= 1e-9
+    # beyond the dense LP's memory the target applies again
+    monkeypatch.setattr(config, "EXACT_BYTES_PER_ENTRY", 10**6)  # the LP no longer fits
+    loose = otaudit.ot_bounds(p.X, p.Y, target_gap=0.2)
+    assert loose.method == "sparse" and loose.params["target_gap"] == 0.2 and loose.converged
+
+
+def test_route_model_prefers_the_sparse_route_from_a_few_thousand_points():
+    """The refit model (config ROUTE_*, benchmarks/RESULTS_generalize.md, session 9): the LP
+    at 1k points in 32-d and at 3k in 768-d, the sparse route at 3k in 32-d and at 10k in
+    768-d (where the LP still fits)."""
+    from otaudit.core.routes import exact_route
+
+    assert exact_route(1000, 1000, 32) == "exact"
+    assert exact_route(3000, 3000, 32) == "sparse"
+    assert exact_route(3000, 3000, 768) == "exact"
+    assert exact_route(10_000, 10_000, 768) == "sparse"
+
+
 def test_solve_ot_sparse_route_and_knob_errors():
     p = make("duplicates", 500, seed=0)
     res = otaudit.solve_ot(_cost(p), solver="sparse", target_gap=0.0)

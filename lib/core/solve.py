@@ -16,7 +16,7 @@ from .certify import exact_interval, scale_points, unscale_result
 from .costs import GroundCost, SqEuclidean
 from .exact import emd
 from .result import OTResult
-from .routes import choose_route
+from .routes import choose_route, dense_fits
 from .settings import (
     SOLVERS,
     ExactSettings,
@@ -48,7 +48,7 @@ def exact_ot(
     t0 = time.perf_counter()
     a = _weights(a, cost.n, cost.device, "a")
     b = _weights(b, cost.m, cost.device, "b")
-    sol = emd(a, b, cost.block(None, None), max_iter=max_iter)
+    sol = emd(a, b, cost.block(None, None), max_iter=max_iter, overwrite=True)
     lo, up = exact_interval(cost, sol, a, b)  # issue 13: verified, for the real cost
     value = min(max(sol.cost, lo), up)
     # SPEC: an exact solve reports lower == upper == value. The LP was verified optimal
@@ -120,7 +120,8 @@ def solve_ot(
     ``solver``: ``"exact"`` (POT network simplex on the full cost; value = lower = upper),
     ``"sinkhorn"`` (:func:`sinkhorn_bounds`), ``"minibatch"`` (:func:`minibatch_bounds`), or
     ``"auto"``: :func:`otaudit.core.routes.choose_route` (exact LP, sparse exact route, or
-    mini-batch when not even the sparse route fits).
+    mini-batch when not even the sparse route fits); exact wherever the dense LP fits
+    (:func:`auto_anytime`).
     ``opts`` go to the chosen solver; with ``"auto"``, options of the solvers it did not
     choose (e.g. ``batch_size`` or ``block_solver`` on a pair small enough for the exact LP)
     are ignored. An option no solver takes, or one the named solver does not take, is an
@@ -136,8 +137,20 @@ def solve_ot(
     check_anytime_knobs(target_gap, time_limit, progress)
     anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
     solver = pick_solver(solver, cost.n, cost.m, int(cost.features_x.shape[1]))
+    if auto:
+        anytime = auto_anytime(solver, cost.n, cost.m, anytime)
     with parallel.using(executor):
         return run_settings(cost, a, b, solver_settings(solver, opts, auto=auto), anytime)
+
+
+def auto_anytime(route: str, n: int, m: int, anytime: dict[str, Any]) -> dict[str, Any]:
+    """``solver="auto"`` answers exactly wherever the dense LP fits: when the cost model
+    (:func:`otaudit.core.routes.exact_route`) predicts the sparse route cheaper there, that
+    route runs to certified optimality (``target_gap=0``), so auto never trades the exact
+    answer of a problem the LP could solve for speed."""
+    if route == "sparse" and dense_fits(n, m):
+        return {**anytime, "target_gap": 0.0}
+    return anytime
 
 
 def pick_solver(solver: str, n: int, m: int, d: int = 1) -> str:
@@ -190,9 +203,11 @@ def ot_bounds(
 
     With ``solver="auto"`` and none of ``batch_size``, ``budget``, ``partition``,
     ``coupling`` given, :func:`otaudit.core.routes.choose_route` picks the dense LP (exact,
-    width 0) or the sparse exact route (rounds until ``gap_rel <= target_gap``; with
-    ``target_gap=0`` until certified optimal, width ~1e-11 relative: the integer-cost
-    resolution), whichever it predicts cheaper.
+    width 0) or the sparse exact route, whichever it predicts cheaper. Where the dense LP
+    fits (``config.EXACT_MEMORY_BYTES``) the answer is exact either way: the sparse route
+    then runs to certified optimality (width ~1e-11 relative: the integer-cost resolution;
+    ``target_gap`` does not apply, :func:`auto_anytime`). Beyond, the sparse route rounds
+    until ``gap_rel <= target_gap``.
     Giving any of those knobs (or another option of :func:`minibatch_bounds` such as
     ``refine`` or ``block_solver``), or ``solver="minibatch"``, runs the mini-batch bounds
     (:func:`minibatch_bounds`; defaults ``config.BATCH_SIZE``, ``config.BUDGET``,
@@ -226,6 +241,7 @@ def ot_bounds(
     anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
     if solver == "auto":
         solver = "minibatch" if forced else choose_route(cost.n, cost.m, int(Xt.shape[1]))
+        anytime = auto_anytime(solver, cost.n, cost.m, anytime)
     with parallel.using(executor):
         if solver == "minibatch":
             knobs = dict(
