@@ -103,11 +103,15 @@ OTDD_INNER: str = "exact"
 OTDD_SOLVER: str = "auto"
 LAMBDA_X: float = 1.0
 LAMBDA_Y: float = 1.0
-#: Class point clouds up to this many points per side use the exact LP for W(alpha_y, alpha_y').
+#: Class point clouds up to this many points per side are solved exactly for W(alpha_y,
+#: alpha_y') (the dense LP or the sparse route to certified optimality, whichever the route
+#: model predicts cheaper; the flow's class-respecting plan uses the dense LP up to it).
 OTDD_INNER_EXACT_MAX: int = 2000
 #: Inner OT between classes bigger than OTDD_INNER_EXACT_MAX: solver of ``solve_ot`` whose
 #: certified lower/upper bounds are carried into the label table (and then into OTDD²).
-OTDD_INNER_LARGE_SOLVER: str = "minibatch"
+#: ``"auto"``: exact while the dense LP fits (~10k points per class, by the cheaper route),
+#: then the sparse route to ``TARGET_GAP``; an interval that closed keeps the table exact.
+OTDD_INNER_LARGE_SOLVER: str = "auto"
 #: Lloyd iterations of the deterministic k-means used by ``pseudo_labels=k`` (unlabeled data).
 OTDD_KMEANS_ITER: int = 50
 #: Gaussian inner cost: covariance shrinkage added to the diagonal, relative to the trace/d.

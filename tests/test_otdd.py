@@ -299,6 +299,29 @@ def test_otdd_block_label_term_is_bit_identical_to_the_gather(monkeypatch):
         assert torch.equal(c.sub(I, J).block(None, None), c.block(I, J))
 
 
+def test_inner_class_pairs_on_the_sparse_route_stay_exact(monkeypatch):
+    """Class pairs the cost model sends to the sparse route (forced here) are solved to
+    certified optimality and enter the table as value + margin: the table stays exact (one
+    outer solve), each entry is within its margin of POT's LP, and OTDD² agrees with the
+    dense-LP table's to the margins' size (1e-9 relative)."""
+    X1, y1 = _blobs(6, 400, d=4)
+    X2, y2 = _blobs(7, 300, d=4, shift=0.5)
+    ref = otaudit.otdd(X1, y1, X2, y2, solver="exact")
+    monkeypatch.setattr(otaudit.config, "ROUTE_SPARSE_SAFETY", 1e-9)
+    sa, sb = dataset_stats(X1, y1, inner="exact"), dataset_stats(X2, y2, inner="exact")
+    tab = label_costs(sa, sb, inner="exact")
+    assert tab.exact and float(tab.error.max()) <= 1e-9 * float(tab.value.max())
+    for i, ci in enumerate(sa.classes):
+        for j, cj in enumerate(sb.classes):
+            A, B = X1[y1 == ci], X2[y2 == cj]
+            w = ot.emd2(_unif(len(A)), _unif(len(B)), _sqdist(A, B), numItermax=MAX_ITER)
+            assert abs(float(tab.value[i, j]) - w) <= float(tab.error[i, j]) + 1e-12 * w
+    r = otaudit.otdd(X1, y1, X2, y2, solver="exact")
+    assert r.extra["inner_exact"] and r.extra["outer_solves"] == 1
+    assert r.lower <= ref.value * (1 + 1e-12) and ref.value <= r.upper * (1 + 1e-12)
+    assert abs(r.value - ref.value) <= 1e-9 * ref.value
+
+
 def test_unlabeled_and_pseudo_labels():
     X1, _ = _blobs(4, 40)
     X2, _ = _blobs(5, 30, shift=1.0)
@@ -339,6 +362,12 @@ def test_bounded_inner_costs_are_carried_through():
     ref = otaudit.otdd(X1, y1, X2, y2).value
     r = otaudit.otdd(X1, y1, X2, y2, inner_options={"max_exact": 5, "solver": "exact"})
     assert r.lower <= r.value <= r.upper and abs(r.value - ref) <= 1e-9 * ref
+    # an exact (closed) inner interval is folded into the table's margins: the table stays
+    # exact and one outer solve runs; the default large solver ("auto") is exact here
+    assert r.extra["inner_exact"] and r.extra["outer_solves"] == 1
+    d = otaudit.otdd(X1, y1, X2, y2, inner_options={"max_exact": 5})
+    assert d.extra["inner_exact"] and d.extra["outer_solves"] == 1
+    assert d.lower <= d.value <= d.upper and abs(d.value - ref) <= 1e-9 * ref
 
 
 # ------------------------------------------------------------------ bad input

@@ -118,7 +118,9 @@ def test_otdd_reports_its_running_interval_on_otdd2(max_exact):
         X[600:1200],
         y[600:1200],
         solver="sparse",
-        inner_options=None if max_exact is None else {"max_exact": max_exact},
+        inner_options=(
+            None if max_exact is None else {"max_exact": max_exact, "solver": "minibatch"}
+        ),
         progress=lambda k, lo, up: rec.append((k, lo, up)),
     )
     assert len(rec) >= 2
