@@ -322,6 +322,27 @@ def test_inner_class_pairs_on_the_sparse_route_stay_exact(monkeypatch):
     assert abs(r.value - ref.value) <= 1e-9 * ref.value
 
 
+def test_sparse_route_prices_otdd_edges_without_a_full_pass():
+    """The sparse route's edge costs for the OTDD cost come from ``edge_values`` (direct
+    differences + the label table), not from ``n x m`` row blocks: each within the cost's
+    ``max_abs_error`` of the block's entry (the statement the route's upper bound uses)."""
+    from otaudit.core.sparse import edge_costs
+
+    X1, y1 = _blobs(8, 90, d=5)
+    X2, y2 = _blobs(9, 70, d=5, shift=0.7)
+    sa, sb = dataset_stats(X1, y1, inner="exact"), dataset_stats(X2, y2, inner="exact")
+    T = label_costs(sa, sb, inner="exact").value
+    c = OTDDCost(sa, sb, T, lambda_x=1.5, lambda_y=0.8)
+    rng = np.random.default_rng(0)
+    I, J = rng.integers(0, 90, 400), rng.integers(0, 70, 400)
+    got = edge_costs(c, I, J)
+    ref = c.block(None, None).numpy()[I, J]
+    assert np.all(np.abs(got - ref) <= c.max_abs_error())
+    r = otaudit.otdd(X1, y1, X2, y2, solver="sparse", target_gap=0.0)
+    e = otaudit.otdd(X1, y1, X2, y2, solver="exact")
+    assert r.lower <= e.value * (1 + 1e-12) and e.value <= r.upper * (1 + 1e-12)
+
+
 def test_unlabeled_and_pseudo_labels():
     X1, _ = _blobs(4, 40)
     X2, _ = _blobs(5, 30, shift=1.0)

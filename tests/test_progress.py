@@ -119,7 +119,13 @@ def test_otdd_reports_its_running_interval_on_otdd2(max_exact):
         y[600:1200],
         solver="sparse",
         inner_options=(
-            None if max_exact is None else {"max_exact": max_exact, "solver": "minibatch"}
+            None
+            if max_exact is None
+            else {
+                "max_exact": max_exact,
+                "solver": "minibatch",
+                "options": {"batch_size": 8, "target_gap": 0.5},  # stays bracketed
+            }
         ),
         progress=lambda k, lo, up: rec.append((k, lo, up)),
     )

@@ -140,11 +140,18 @@ def _principal_direction(Zx: torch.Tensor, Zy: torch.Tensor) -> torch.Tensor:
 # candidate edges
 # ----------------------------------------------------------------------------------------
 def edge_costs(cost: GroundCost, I: np.ndarray, J: np.ndarray) -> np.ndarray:
-    """``c(x_I[e], y_J[e])`` in float64 for an edge list (direct differences for
-    :class:`SqEuclidean`; row blocks of ``cost.block`` otherwise)."""
+    """``c(x_I[e], y_J[e])`` in float64 for an edge list, each within the cost's
+    ``max_abs_error`` of the real cost (direct differences for :class:`SqEuclidean`; the
+    cost's own ``edge_values`` where it has one, e.g. the OTDD cost; row blocks of
+    ``cost.block`` otherwise: a whole ``n x m`` pass per call)."""
     out = np.empty(len(I), dtype=np.float64)
     if len(I) == 0:
         return out
+    edge_values = getattr(cost, "edge_values", None)
+    if callable(edge_values) and not isinstance(cost, SqEuclidean):
+        dev = cost.device
+        vals = edge_values(torch.from_numpy(I).to(dev), torch.from_numpy(J).to(dev))
+        return vals.to(torch.float64).cpu().numpy()
     if isinstance(cost, SqEuclidean):
         X = cost.X.to(torch.float64)
         Y = cost.Y.to(torch.float64)

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from .. import config
+from ..core.anytime import CLOSED_REL
 from ..core.certify import U64, exact_interval
 from ..core.costs import SqEuclidean, sq_euclidean
 from ..core.exact import emd
+from ..core.result import relative_gap
 from ..core.routes import dense_fits, exact_route
 from ..core.solve import solve_ot
 from ..errors import InputError
@@ -178,12 +180,12 @@ def exact_table(
 
 def _entry(r: Any) -> tuple[float, float, float, float]:
     """``(value, lower, upper, err)`` of a table entry from a :func:`solve_ot` result. A
-    closed interval (an exact LP, or the sparse route at certified optimality: relative
-    width ``<= 1e-9``) becomes ``value = lower = upper`` with the rigorous width as ``err``
+    closed interval (an exact LP, the sparse route at certified optimality, or any
+    certified interval of relative width ``<= CLOSED_REL = 1e-9``) becomes ``value = lower = upper`` with the rigorous width as ``err``
     (the table stays exact: one outer solve, the margins enter its certificates); a wider
     one is kept as bounds (OTDD then brackets by monotonicity, two or three outer solves)."""
     lo, up = max(float(r.lower), 0.0), float(r.upper)
-    if r.kind == "exact" or r.extra.get("certified_optimal"):
+    if r.kind == "exact" or r.extra.get("certified_optimal") or relative_gap(lo, up) <= CLOSED_REL:
         rig = r.extra.get("rigorous_interval")
         if rig is not None:
             lo, up = min(lo, max(float(rig[0]), 0.0)), max(up, float(rig[1]))
