@@ -125,6 +125,36 @@ def test_value_matches_pot_oracle_and_otdd():
     _brackets(r)
 
 
+def test_sparse_route_flow_follows_the_optimal_plan():
+    """solver="sparse" (what auto runs beyond config.EXACT_MAX_ENTRIES): the points follow
+    the sparse route's certified feasible plan, optimal here (target_gap 0), so the affine
+    oracle of test_affine_image_closed_form holds to the route's resolution (the sparse
+    interval closes to <= 1e-9 relative), the values agree with the exact LP's flow, and
+    lower <= value <= upper at every step."""
+    X, y, Y, perm, yb, Yp = _affine_problem()
+    tau, K = 0.3, 4
+    r = otdd_flow(
+        X, y, Yp, yb, steps=K, step_size=tau, trajectory_sample=None, solver="sparse",
+        target_gap=0.0,
+    )  # fmt: skip
+    e = otdd_flow(X, y, Yp, yb, steps=K, step_size=tau, trajectory_sample=None)
+    assert r.params["solver"] == "sparse" and e.params["solver"] == "exact"
+    rows, cols, mass = r.plan
+    inv = np.argsort(perm)
+    assert np.array_equal(cols[np.argsort(rows)], inv)  # the affine pairing
+    np.testing.assert_allclose(mass, 1.0 / len(X), rtol=1e-12)
+    k = np.arange(K + 1)
+    np.testing.assert_allclose(r.values, (1 - tau) ** (2 * k) * r.values[0], rtol=1e-8)
+    np.testing.assert_allclose(r.values, e.values, rtol=1e-8)
+    np.testing.assert_allclose(r.upper, r.values, rtol=1e-8)
+    for j, traj in enumerate(r.trajectory):
+        np.testing.assert_allclose(traj, X + (1 - (1 - tau) ** j) * (Y - X), rtol=0, atol=1e-9)
+    _shares_sum_to_one(r)
+    _brackets(r)
+    with pytest.raises(InputError, match="batch_size"):
+        otdd_flow(X, y, Yp, yb, steps=1, solver="sparse", batch_size=8)
+
+
 def test_lambda_y_zero_equal_sizes_decays_geometrically():
     """lambda_y = 0, n = m, exact LP, any data: the optimal plan is a permutation sigma
     (a vertex of the Birkhoff polytope), so x_{k+1} = (1-tau) x_k + tau y_sigma is the

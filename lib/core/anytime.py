@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import config
@@ -96,6 +97,7 @@ def anytime_bounds(
     k: int = config.SPARSE_KNN,
     k_add: int = config.SPARSE_ADD_PER_COLUMN,
     executor: Any = None,
+    plan_out: list | None = None,
 ) -> OTResult:
     """Certified bounds on ``OT(a, b)`` improved until ``gap_rel <= target_gap``.
 
@@ -116,6 +118,9 @@ def anytime_bounds(
         progress: called as ``progress(round, lower, upper)`` after every round.
         executor: a :class:`concurrent.futures.Executor` for the independent work of the
             rounds (:mod:`otaudit.core.parallel`); None: in process. Same result either way.
+        plan_out: a list; when given and a sparse round ran, ``(rows, cols, mass)`` (torch,
+            on the cost's device) of the feasible plan whose cost is the returned ``upper``
+            (the round that set it) is appended: what :func:`otaudit.otdd_flow` follows.
     Returns:
         OTResult with the running certified interval; ``converged`` = target reached;
         ``extra["history"]`` = ``[(seconds, lower, upper), ...]``; ``method`` names the
@@ -177,6 +182,7 @@ def anytime_bounds(
             if budget is not None:  # the solve budget covers the sparse rounds too (one each)
                 max_rounds = min(max_rounds, max(0, int(budget) - mb.n_solves))
         sp: SparseOT | None = None
+        best_plan: tuple | None = None
         optimal = False
         while relative_gap(lo, up) > target and rnd < max_rounds and (rnd == 0 or time_left()):
             if start == "minibatch" and not time_left():
@@ -188,6 +194,8 @@ def anytime_bounds(
             last = r.seconds
             n_solves += 1
             rounds_info.append(_round_info(r))
+            if plan_out is not None and r.upper < up:  # this round's plan sets the upper
+                best_plan = sp.plan
             record(r.lower, r.upper)
             if r.optimal:
                 optimal = True
@@ -198,6 +206,15 @@ def anytime_bounds(
             return _minibatch_only(mb, history, float(target_gap), relative_gap(lo, up) <= target)
         if sp is not None:
             methods.append("sparse")
+        if plan_out is not None and best_plan is not None:
+            Ip, Jp, P = best_plan
+            plan_out.append(
+                (
+                    torch.from_numpy(np.ascontiguousarray(Ip, dtype=np.int64)).to(dev),
+                    torch.from_numpy(np.ascontiguousarray(Jp, dtype=np.int64)).to(dev),
+                    torch.from_numpy(np.ascontiguousarray(P, dtype=np.float64)).to(dev),
+                )
+            )
         gap = relative_gap(lo, up)
         converged = gap <= target
         extra.update(

@@ -24,8 +24,10 @@ minimum after 3 steps of 0.5 (0.476 OTDD²_0) and then rises to 0.485 OTDD²_0 a
 class clouds of A contract onto mixtures of B's classes.
 
 Every step reports certified bounds: an exact LP (``lower = value = upper``) for pairs with
-``n*m <= config.EXACT_MAX_ENTRIES`` under ``solver="auto"``, else the certified mini-batch
-bounds, whose feasible sparse plan is the one the points follow. The reference code
+``n*m <= config.EXACT_MAX_ENTRIES`` under ``solver="auto"``, else the sparse exact route
+(anytime to ``config.TARGET_GAP``; its certified feasible plan, the one behind its upper
+bound, is the one the points follow), or the certified mini-batch bounds and their plan
+where not even the sparse route fits (``solver="minibatch"`` forces them). The reference code
 (microsoft/otdd ``flows.py``) subsamples, resets the particles and, in one variant, counts
 the label-term gradient twice; none of that happens here.
 """
@@ -46,6 +48,7 @@ import torch
 from .. import config
 from ..core.arrays import as_points, check_pair, device_of
 from ..core.minibatch import minibatch_bounds
+from ..core.routes import choose_route
 from ..errors import InputError
 from .api import _check_common, _mixed_labels_error
 from .flow_step import (
@@ -63,8 +66,9 @@ from .stats import dataset_stats
 __all__ = ["FlowResult", "otdd_flow", "MODES", "FLOW_SOLVERS"]
 
 MODES = ("flow", "geodesic")
-FLOW_SOLVERS = ("auto", "exact", "minibatch")
+FLOW_SOLVERS = ("auto", "exact", "sparse", "minibatch")
 _EXACT_OPTIONS = frozenset({"max_iter"})
+_SPARSE_OPTIONS = frozenset({"target_gap", "time_limit", "max_rounds"})
 
 
 def _minibatch_options() -> frozenset[str]:
@@ -271,21 +275,22 @@ def _check_flow_args(steps: Any, step_size: Any, mode: Any, solver: Any) -> None
         raise InputError(
             f"solver {solver!r} gives no sparse feasible plan for the flow to follow",
             field="solver",
-            fix="use solver='auto', 'exact' or 'minibatch'",
+            fix="use solver='auto', 'exact', 'sparse' or 'minibatch'",
         )
 
 
 def _split_options(solver: str, auto: bool, opts: dict[str, Any]) -> dict[str, Any]:
     mb = _minibatch_options()
-    takes = _EXACT_OPTIONS if solver == "exact" else mb
+    takes = {"exact": _EXACT_OPTIONS, "sparse": _SPARSE_OPTIONS}.get(solver, mb)
+    every = mb | _EXACT_OPTIONS | _SPARSE_OPTIONS
     out: dict[str, Any] = {}
     for k, v in opts.items():
         if k in takes:
             out[k] = v
-        elif auto and k in (mb | _EXACT_OPTIONS):
+        elif auto and k in every:
             continue  # a knob of the solver auto did not pick
         else:
-            known = ", ".join(sorted(mb | _EXACT_OPTIONS))
+            known = ", ".join(sorted(every))
             raise InputError(
                 f"option {k!r} does not apply to the flow's solver={solver!r}",
                 field=k,
@@ -325,7 +330,9 @@ def _setup(
     auto = solver == "auto"
     kind = solver
     if auto:
-        kind = "exact" if XA.shape[0] * sb.n <= config.EXACT_MAX_ENTRIES else "minibatch"
+        kind = "exact" if XA.shape[0] * sb.n <= config.EXACT_MAX_ENTRIES else "sparse"
+        if kind == "sparse" and choose_route(XA.shape[0], sb.n, 2 * XA.shape[1]) == "minibatch":
+            kind = "minibatch"  # not even the sparse route's edges fit the memory budget
     setup = FlowSetup(
         sb=sb,
         y1=y1,
@@ -518,10 +525,12 @@ def otdd_flow(
         mode: ``"flow"`` (re-solve the plan every step) or ``"geodesic"`` (follow ``pi_0``).
         inner, lambda_x, lambda_y, names, inner_options: as :func:`otaudit.otdd`.
         solver: ``"auto"`` (exact LP when ``n*m <= config.EXACT_MAX_ENTRIES``, else the
-            certified mini-batch plan), ``"exact"`` or ``"minibatch"``.
+            sparse exact route's plan, else the certified mini-batch plan), ``"exact"``,
+            ``"sparse"`` or ``"minibatch"``.
         trajectory_sample: how many points of A to keep trajectories of (None: all);
             a deterministic sample (seed ``config.SEED``).
-        **solver_options: ``max_iter`` (exact) or options of
+        **solver_options: ``max_iter`` (exact), ``target_gap`` / ``time_limit`` /
+            ``max_rounds`` (sparse) or options of
             :func:`otaudit.core.minibatch.minibatch_bounds` (``batch_size``, ``budget``, ...).
 
     Returns:

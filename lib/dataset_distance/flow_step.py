@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .. import config
+from ..core.anytime import anytime_bounds
 from ..core.exact import emd
 from ..core.minibatch import minibatch_bounds
 from .cost import OTDDCost, label_costs
@@ -77,11 +78,21 @@ class FlowSetup:
 
 
 def outer_solve(
-    setup: FlowSetup, sa: DatasetStats, table: torch.Tensor
+    setup: FlowSetup, sa: DatasetStats, table: torch.Tensor, err: torch.Tensor | None = None
 ) -> tuple[float, float, float, Plan, str]:
-    """Solve the outer OTDD problem with ``table``: (value, lower, upper, plan, method)."""
-    cost = OTDDCost(sa, setup.sb, table, setup.lambda_x, setup.lambda_y)
+    """Solve the outer OTDD problem with ``table`` (its margins ``err``, as :func:`otdd`
+    passes them, enter the certificates): (value, lower, upper, plan, method). ``"sparse"``:
+    the sparse exact route (anytime, ``setup.options``: ``target_gap``, ``time_limit``,
+    ``max_rounds``) and the feasible plan whose cost is its certified upper bound."""
+    ly = setup.lambda_y
+    cost = OTDDCost(sa, setup.sb, table, setup.lambda_x, ly, label_error=err if ly else None)
     dev = sa.device
+    if setup.solver == "sparse":
+        out: list = []
+        res = anytime_bounds(cost, start="sparse", plan_out=out, **setup.options)
+        px, qy, mass = out[-1]
+        plan = Plan(px.to(dev).long(), qy.to(dev).long(), mass.to(dev).to(torch.float64))
+        return res.value, res.lower, res.upper, plan, res.method
     if setup.solver == "exact":
         a = torch.full((cost.n,), 1.0 / cost.n, dtype=torch.float64)
         b = torch.full((cost.m,), 1.0 / cost.m, dtype=torch.float64)
@@ -143,13 +154,13 @@ def solve_at(setup: FlowSetup, X: torch.Tensor) -> Solved:
     else:
         z = torch.zeros((sa.n_classes, setup.sb.n_classes), dtype=torch.float64, device=X.device)
         table = LabelTable(z, z, z, "none")
-    value, lower, upper, plan, method = outer_solve(setup, sa, table.value)
+    value, lower, upper, plan, method = outer_solve(setup, sa, table.value, table.error)
     n_solves = table.n_solves + 1
     if not table.exact:
         # OT is monotone in the ground cost: the lower table's certified lower bound is a
         # lower bound on OTDD², and the plan's cost under the upper table an upper bound (the
         # bounds of the solve with the value table certify nothing about the true cost)
-        lower = outer_solve(setup, sa, table.lower)[1]
+        lower = outer_solve(setup, sa, table.lower, table.error)[1]
         n_solves += 1
         upper = sum(plan_cost(X, sa, setup, plan, table.upper))
         value = min(max(value, lower), upper)
