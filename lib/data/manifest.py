@@ -281,7 +281,7 @@ class ExplainSpec(_Model):
     step_size: float = Field(default=config.FLOW_STEP, gt=0, le=1)
     top_features: int = Field(default=config.FLOW_TOP_FEATURES, ge=1)
     trajectory_sample: int | None = Field(default=config.FLOW_TRAJECTORY_SAMPLE, ge=1)
-    solver: Literal["auto", "exact", "minibatch"] = "auto"
+    solver: Literal["auto", "exact", "sparse", "minibatch"] = "auto"
     options: dict[str, Any] = Field(default_factory=dict)
     export: bool = False
 
