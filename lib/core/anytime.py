@@ -129,16 +129,7 @@ def anytime_bounds(
     with parallel.using(executor):
         t0 = time.perf_counter()
         check_anytime_knobs(target_gap, time_limit, progress)
-        if start not in STARTS:
-            raise InputError(
-                f"unknown start {start!r}", field="start", fix=f"use one of {', '.join(STARTS)}"
-            )
-        if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 0:
-            raise InputError(
-                f"max_rounds must be an integer >= 0, got {max_rounds!r}",
-                field="max_rounds",
-                fix="pass e.g. max_rounds=30",
-            )
+        _check_start(start, max_rounds)
         dev = cost.device
         a = as_weights(a, cost.n, dataset="a", device=dev)
         b = as_weights(b, cost.m, dataset="b", device=dev)
@@ -207,14 +198,7 @@ def anytime_bounds(
         if sp is not None:
             methods.append("sparse")
         if plan_out is not None and best_plan is not None:
-            Ip, Jp, P = best_plan
-            plan_out.append(
-                (
-                    torch.from_numpy(np.ascontiguousarray(Ip, dtype=np.int64)).to(dev),
-                    torch.from_numpy(np.ascontiguousarray(Jp, dtype=np.int64)).to(dev),
-                    torch.from_numpy(np.ascontiguousarray(P, dtype=np.float64)).to(dev),
-                )
-            )
+            plan_out.append(_plan_tensors(best_plan, dev))
         gap = relative_gap(lo, up)
         converged = gap <= target
         extra.update(
@@ -244,6 +228,29 @@ def anytime_bounds(
             converged=bool(converged),
             extra=extra,
         )
+
+
+def _check_start(start: Any, max_rounds: Any) -> None:
+    if start not in STARTS:
+        raise InputError(
+            f"unknown start {start!r}", field="start", fix=f"use one of {', '.join(STARTS)}"
+        )
+    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 0:
+        raise InputError(
+            f"max_rounds must be an integer >= 0, got {max_rounds!r}",
+            field="max_rounds",
+            fix="pass e.g. max_rounds=30",
+        )
+
+
+def _plan_tensors(plan: tuple, dev: torch.device) -> tuple[torch.Tensor, ...]:
+    """A sparse round's ``(rows, cols, mass)`` (numpy) as torch tensors on ``dev``."""
+    Ip, Jp, P = plan
+    return (
+        torch.from_numpy(np.ascontiguousarray(Ip, dtype=np.int64)).to(dev),
+        torch.from_numpy(np.ascontiguousarray(Jp, dtype=np.int64)).to(dev),
+        torch.from_numpy(np.ascontiguousarray(P, dtype=np.float64)).to(dev),
+    )
 
 
 def sparse_ot(
