@@ -205,6 +205,12 @@ ROUTE_SPARSE_D0: int = 200
 ROUTE_SPARSE_C2: float = 0.0
 ROUTE_SPARSE_C3: float = 7.7e-10
 ROUTE_SPARSE_SAFETY: float = 1.5
+#: the sparse route on a cost without the certified float32 block (the OTDD cost): its
+#: passes run in float64 blocks, several times the fast path's time per entry. Chosen so
+#: that the OTDD outer problem keeps the dense LP wherever it fits: without it, 2k x 2k
+#: digits pairs took 0.6-2.5 s on the sparse route against 1.1-1.4 s on the LP (label
+#: tables included) and the 45-pair Gaussian registry 58.3 s (RESULTS_otdd.md, session 9).
+ROUTE_SPARSE_SLOW64: float = 8.0
 #: Budget of one exact label table (otaudit.dataset_distance.labels.exact_table): at most
 #: this many inner OT solves (K(K-1)/2 within a dataset of K classes, Ka*Kb across two).
 #: Above it the table fails fast with an InputError naming the cheaper routes (inner:
@@ -283,6 +289,7 @@ NUMERICS: tuple[str, ...] = (
     "ROUTE_SPARSE_C2",
     "ROUTE_SPARSE_C3",
     "ROUTE_SPARSE_SAFETY",
+    "ROUTE_SPARSE_SLOW64",
     "LABEL_TABLE_MAX_SOLVES",
     "LABEL_TABLE_PROGRESS_S",
 )

@@ -136,6 +136,10 @@ def test_route_model_prefers_the_sparse_route_from_a_few_thousand_points():
     assert exact_route(3000, 3000, 32) == "sparse"
     assert exact_route(3000, 3000, 768) == "exact"
     assert exact_route(10_000, 10_000, 768) == "sparse"
+    # a cost without the float32 block (the OTDD cost) keeps the LP wherever it fits
+    assert exact_route(3000, 3000, 32, fast=False) == "exact"
+    assert exact_route(10_000, 10_000, 128, fast=False) == "exact"
+    assert choose_route(50_000, 50_000, 32, fast=False) == "sparse"
 
 
 def test_solve_ot_sparse_route_and_knob_errors():

@@ -343,6 +343,19 @@ def test_sparse_route_prices_otdd_edges_without_a_full_pass():
     assert r.lower <= e.value * (1 + 1e-12) and e.value <= r.upper * (1 + 1e-12)
 
 
+def test_auto_keeps_the_dense_lp_for_the_otdd_cost_where_it_fits():
+    """The OTDD cost has no certified float32 block, so its sparse passes run in float64:
+    the route model charges them config.ROUTE_SPARSE_SLOW64 and auto keeps the dense LP at
+    a size where a squared-Euclidean problem would take the sparse route."""
+    from otaudit.core.routes import choose_route
+
+    X1, y1 = _blobs(10, 1600)
+    X2, y2 = _blobs(11, 1600, shift=0.4)
+    assert choose_route(1600, 1600, 6) == "sparse"  # the fast path's prediction
+    r = otaudit.otdd(X1, y1, X2, y2)
+    assert r.method.endswith("outer=exact") and r.gap_rel <= 1e-9  # the table's margins
+
+
 def test_unlabeled_and_pseudo_labels():
     X1, _ = _blobs(4, 40)
     X2, _ = _blobs(5, 30, shift=1.0)

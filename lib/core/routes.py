@@ -40,14 +40,17 @@ def predict_exact_seconds(n: int, m: int) -> float:
     return config.ROUTE_EXACT_C * float(n * m) ** config.ROUTE_EXACT_P
 
 
-def predict_sparse_seconds(n: int, m: int, d: int) -> float:
-    """Predicted seconds of the sparse exact route to certified optimality."""
-    return (
+def predict_sparse_seconds(n: int, m: int, d: int, fast: bool = True) -> float:
+    """Predicted seconds of the sparse exact route to certified optimality; ``fast=False``
+    for a cost without the certified float32 block (e.g. the OTDD cost): its passes run in
+    float64, ``config.ROUTE_SPARSE_SLOW64`` times slower."""
+    t = (
         config.ROUTE_SPARSE_C0
         + config.ROUTE_SPARSE_C1 * float(n * m) * (d + config.ROUTE_SPARSE_D0)
         + config.ROUTE_SPARSE_C2 * float(n + m)
         + config.ROUTE_SPARSE_C3 * float(d) ** 3
     )
+    return t if fast else t * config.ROUTE_SPARSE_SLOW64
 
 
 def dense_fits(n: int, m: int, memory_budget_bytes: int | None = None) -> bool:
@@ -57,23 +60,28 @@ def dense_fits(n: int, m: int, memory_budget_bytes: int | None = None) -> bool:
     return config.EXACT_BYTES_PER_ENTRY * n * m <= budget
 
 
-def exact_route(n: int, m: int, d: int, memory_budget_bytes: int | None = None) -> str:
+def exact_route(
+    n: int, m: int, d: int, memory_budget_bytes: int | None = None, fast: bool = True
+) -> str:
     """The cheaper of the two routes to an exact answer: ``"exact"`` (the dense LP) while it
     fits and is predicted no slower than the sparse route run to certified optimality, else
-    ``"sparse"``."""
+    ``"sparse"`` (``fast``: as for :func:`predict_sparse_seconds`)."""
     if dense_fits(n, m, memory_budget_bytes) and predict_exact_seconds(
         n, m
-    ) <= config.ROUTE_SPARSE_SAFETY * predict_sparse_seconds(n, m, d):
+    ) <= config.ROUTE_SPARSE_SAFETY * predict_sparse_seconds(n, m, d, fast):
         return "exact"
     return "sparse"
 
 
-def choose_route(n: int, m: int, d: int, memory_budget_bytes: int | None = None) -> str:
+def choose_route(
+    n: int, m: int, d: int, memory_budget_bytes: int | None = None, fast: bool = True
+) -> str:
     """``"exact"`` while the dense LP fits ``memory_budget_bytes`` (default
     ``config.EXACT_MEMORY_BYTES``) and is predicted no slower than the sparse route, else
-    ``"sparse"`` while its edges fit, else ``"minibatch"``."""
+    ``"sparse"`` while its edges fit, else ``"minibatch"``. ``fast=False``: a cost without
+    the certified float32 block (:func:`otaudit.core.costs.has_lower_block`)."""
     budget = config.EXACT_MEMORY_BYTES if memory_budget_bytes is None else memory_budget_bytes
-    if exact_route(n, m, d, budget) == "exact":
+    if exact_route(n, m, d, budget, fast) == "exact":
         return "exact"
     sparse_bytes = 64 * 2 * config.SPARSE_KNN * (n + m) + config.COST_BLOCK_BYTES
     return "sparse" if sparse_bytes <= budget else "minibatch"

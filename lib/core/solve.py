@@ -13,7 +13,7 @@ from . import parallel
 from .anytime import anytime_bounds, check_anytime_knobs
 from .arrays import as_points, as_weights, check_pair, device_of
 from .certify import exact_interval, scale_points, unscale_result
-from .costs import GroundCost, SqEuclidean
+from .costs import GroundCost, SqEuclidean, has_lower_block
 from .exact import emd
 from .result import OTResult
 from .routes import choose_route, dense_fits
@@ -136,7 +136,8 @@ def solve_ot(
     auto = solver == "auto"
     check_anytime_knobs(target_gap, time_limit, progress)
     anytime = {"target_gap": target_gap, "time_limit": time_limit, "progress": progress}
-    solver = pick_solver(solver, cost.n, cost.m, int(cost.features_x.shape[1]))
+    d = int(cost.features_x.shape[1])
+    solver = pick_solver(solver, cost.n, cost.m, d, fast=has_lower_block(cost))
     if auto:
         anytime = auto_anytime(solver, cost.n, cost.m, anytime)
     with parallel.using(executor):
@@ -153,21 +154,22 @@ def auto_anytime(route: str, n: int, m: int, anytime: dict[str, Any]) -> dict[st
     return anytime
 
 
-def pick_solver(solver: str, n: int, m: int, d: int = 1) -> str:
+def pick_solver(solver: str, n: int, m: int, d: int = 1, fast: bool = True) -> str:
     """The solver :func:`solve_ot` runs for ``solver`` on an ``n x m`` problem in ``d``
     dimensions (``"auto"``: :func:`otaudit.core.routes.choose_route`, the measured cost
-    model: dense exact LP, sparse exact route, or mini-batch bounds)."""
+    model: dense exact LP, sparse exact route, or mini-batch bounds; ``fast=False`` for a
+    cost without the certified float32 block, whose sparse passes run in float64)."""
     if solver != "auto":
         return solver
-    return choose_route(n, m, d)
+    return choose_route(n, m, d, fast=fast)
 
 
 def applied_options(
-    solver: str, n: int, m: int, opts: dict[str, Any], d: int = 1
+    solver: str, n: int, m: int, opts: dict[str, Any], d: int = 1, fast: bool = True
 ) -> dict[str, Any]:
     """The options of ``opts`` that :func:`solve_ot` applies on an ``n x m`` problem (with
     ``"auto"`` it ignores those of the solvers it does not pick)."""
-    takes = options_of(pick_solver(solver, n, m, d))
+    takes = options_of(pick_solver(solver, n, m, d, fast))
     return {k: v for k, v in opts.items() if k in takes}
 
 

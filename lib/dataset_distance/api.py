@@ -169,7 +169,8 @@ def otdd_from_stats(
         if "pseudo_labels" in s.params:
             params[key] = s.params["pseudo_labels"]
     d_outer = sa.d * (2 if use_labels else 1)  # OTDDCost's partition coordinates
-    applied = applied_options(solver, sa.n, sb.n, solver_options, d_outer)  # "auto" ignores some
+    # "auto" ignores some; the OTDD cost has no float32 fast block (fast=False)
+    applied = applied_options(solver, sa.n, sb.n, solver_options, d_outer, fast=False)
     if applied:
         params["solver_options"] = {
             k: v for k, v in applied.items() if isinstance(v, (int, float, str, bool, type(None)))

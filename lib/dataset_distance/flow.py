@@ -331,7 +331,8 @@ def _setup(
     kind = solver
     if auto:
         kind = "exact" if XA.shape[0] * sb.n <= config.EXACT_MAX_ENTRIES else "sparse"
-        if kind == "sparse" and choose_route(XA.shape[0], sb.n, 2 * XA.shape[1]) == "minibatch":
+        d_route = 2 * XA.shape[1]  # OTDDCost's partition coordinates; float64 passes
+        if kind == "sparse" and choose_route(XA.shape[0], sb.n, d_route, fast=False) == "minibatch":
             kind = "minibatch"  # not even the sparse route's edges fit the memory budget
     setup = FlowSetup(
         sb=sb,
