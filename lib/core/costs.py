@@ -272,6 +272,12 @@ class SqEuclidean:
         d = int(self.X.shape[1])
         return pair_sq_diffs(self.X, self.Y, I, J), gamma(d + 1) * (1.0 + 2.0**-20)
 
+    def edge_values(self, I: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
+        """``||x_{I_k} - y_{J_k}||^2 [K]`` by direct differences (:func:`pair_sq_diffs`),
+        within :meth:`max_abs_error` of the real cost: what the sparse route prices its
+        edges with."""
+        return pair_sq_diffs(self.X, self.Y, I, J)
+
     def rel_error(self) -> float:
         """Relative error bound of :meth:`block` entries (:func:`sq_euclidean_rel_error`)."""
         return sq_euclidean_rel_error(int(self.X.shape[1]))

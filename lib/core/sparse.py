@@ -141,26 +141,17 @@ def _principal_direction(Zx: torch.Tensor, Zy: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------
 def edge_costs(cost: GroundCost, I: np.ndarray, J: np.ndarray) -> np.ndarray:
     """``c(x_I[e], y_J[e])`` in float64 for an edge list, each within the cost's
-    ``max_abs_error`` of the real cost (direct differences for :class:`SqEuclidean`; the
-    cost's own ``edge_values`` where it has one, e.g. the OTDD cost; row blocks of
-    ``cost.block`` otherwise: a whole ``n x m`` pass per call)."""
+    ``max_abs_error`` of the real cost: the cost's own ``edge_values`` where it has one
+    (direct differences: :class:`SqEuclidean`, the OTDD cost), else row blocks of
+    ``cost.block`` (a whole ``n x m`` pass per call)."""
     out = np.empty(len(I), dtype=np.float64)
     if len(I) == 0:
         return out
     edge_values = getattr(cost, "edge_values", None)
-    if callable(edge_values) and not isinstance(cost, SqEuclidean):
+    if callable(edge_values):
         dev = cost.device
         vals = edge_values(torch.from_numpy(I).to(dev), torch.from_numpy(J).to(dev))
         return vals.to(torch.float64).cpu().numpy()
-    if isinstance(cost, SqEuclidean):
-        X = cost.X.to(torch.float64)
-        Y = cost.Y.to(torch.float64)
-        step = max(1, int(config.COST_BLOCK_BYTES // (8 * 3 * max(1, X.shape[1]))))
-        for s in range(0, len(I), step):
-            ii = torch.from_numpy(I[s : s + step]).to(X.device)
-            jj = torch.from_numpy(J[s : s + step]).to(X.device)
-            out[s : s + step] = ((X[ii] - Y[jj]) ** 2).sum(1).cpu().numpy()
-        return out
     order = np.argsort(I, kind="stable")
     Is, Js = I[order], J[order]
     rows = chunk_size(cost.m)

@@ -185,7 +185,7 @@ def _entry(r: Any) -> tuple[float, float, float, float]:
     (the table stays exact: one outer solve, the margins enter its certificates); a wider
     one is kept as bounds (OTDD then brackets by monotonicity, two or three outer solves)."""
     lo, up = max(float(r.lower), 0.0), float(r.upper)
-    if r.kind == "exact" or r.extra.get("certified_optimal") or relative_gap(lo, up) <= CLOSED_REL:
+    if relative_gap(lo, up) <= CLOSED_REL:  # exact, or certified optimal, or as tight
         rig = r.extra.get("rigorous_interval")
         if rig is not None:
             lo, up = min(lo, max(float(rig[0]), 0.0)), max(up, float(rig[1]))
